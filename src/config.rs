@@ -1,0 +1,273 @@
+//! The TOML configuration (`$CKS_CONFIG`), validated with messages that name the file,
+//! the line and what was expected. Without a file: the embedded default.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub keystore: KeystoreConfig,
+    #[serde(default)]
+    pub kdf: KdfConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default, rename = "hsm")]
+    pub hsms: Vec<HsmConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoreConfig {
+    #[serde(default = "default_label")]
+    pub label: String,
+    /// State directory of the key store; instances live below it unless given a path.
+    pub data_dir: Option<PathBuf>,
+    /// Wrong PINs in a row before the PIN is locked.
+    #[serde(default = "default_max_pin_attempts")]
+    pub max_pin_attempts: u32,
+}
+
+impl Default for KeystoreConfig {
+    fn default() -> Self {
+        KeystoreConfig {
+            label: default_label(),
+            data_dir: None,
+            max_pin_attempts: default_max_pin_attempts(),
+        }
+    }
+}
+
+/// Argon2id parameters for deriving the PIN key. The defaults follow OWASP's
+/// recommendation; tests lower them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdfConfig {
+    #[serde(default = "default_memory_kib")]
+    pub memory_kib: u32,
+    #[serde(default = "default_iterations")]
+    pub iterations: u32,
+}
+
+impl Default for KdfConfig {
+    fn default() -> Self {
+        KdfConfig {
+            memory_kib: default_memory_kib(),
+            iterations: default_iterations(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter, e.g. "debug"; `CKS_LOG` overrides it.
+    pub filter: Option<String>,
+    /// Log file; default stderr.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HsmKind {
+    Embedded,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    pub id: String,
+    pub kind: HsmKind,
+    /// Embedded instances: their directory (default `<data_dir>/hsm/<id>`).
+    pub path: Option<PathBuf>,
+}
+
+fn default_label() -> String {
+    "cks".into()
+}
+fn default_max_pin_attempts() -> u32 {
+    10
+}
+fn default_memory_kib() -> u32 {
+    19 * 1024
+}
+fn default_iterations() -> u32 {
+    2
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration {path}, line {line}: {msg}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error("configuration {path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+}
+
+impl Config {
+    /// The configuration in force: `$CKS_CONFIG` if set, else the embedded default.
+    pub fn load() -> Result<Config, ConfigError> {
+        match std::env::var_os("CKS_CONFIG") {
+            Some(path) if !path.is_empty() => Config::from_file(Path::new(&path)),
+            _ => Ok(Config::default_store()),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(0);
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                msg: e.message().to_string(),
+            }
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// No file: one key store under the user's data directory with two embedded instances.
+    pub fn default_store() -> Config {
+        let mut cfg = Config {
+            keystore: KeystoreConfig::default(),
+            kdf: KdfConfig::default(),
+            log: LogConfig::default(),
+            hsms: ["hsm1", "hsm2"]
+                .iter()
+                .map(|id| HsmConfig {
+                    id: id.to_string(),
+                    kind: HsmKind::Embedded,
+                    path: None,
+                })
+                .collect(),
+        };
+        cfg.keystore.data_dir = Some(default_data_dir());
+        cfg
+    }
+
+    fn validate(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |msg: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            msg,
+        };
+        if self.hsms.is_empty() {
+            return Err(invalid(
+                "expected at least one [[hsm]] entry (e.g. id = \"hsm1\", kind = \"embedded\")"
+                    .into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for h in &self.hsms {
+            if h.id.is_empty()
+                || !h
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(format!(
+                    "hsm id {:?}: expected letters, digits, '-' or '_'",
+                    h.id
+                )));
+            }
+            if !seen.insert(h.id.clone()) {
+                return Err(invalid(format!("hsm id {:?} appears twice", h.id)));
+            }
+        }
+        if self.keystore.label.is_empty() || self.keystore.label.len() > 32 {
+            return Err(invalid("keystore.label: expected 1 to 32 bytes".into()));
+        }
+        if self.keystore.max_pin_attempts == 0 {
+            return Err(invalid(
+                "keystore.max_pin_attempts: expected at least 1".into(),
+            ));
+        }
+        if self.kdf.memory_kib < 8 || self.kdf.iterations == 0 {
+            return Err(invalid(
+                "kdf: expected memory_kib >= 8 and iterations >= 1".into(),
+            ));
+        }
+        if self.keystore.data_dir.is_none() {
+            self.keystore.data_dir = Some(default_data_dir());
+        }
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.keystore
+            .data_dir
+            .clone()
+            .unwrap_or_else(default_data_dir)
+    }
+
+    pub fn hsm_dir(&self, hsm: &HsmConfig) -> PathBuf {
+        hsm.path
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("hsm").join(&hsm.id))
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("cks");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".local/share/cks")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_names_file_and_line() {
+        let text = "[keystore]\nlabel = \"x\"\nmax_pin_attempts = \"ten\"\n";
+        let err = Config::parse(text, Path::new("/etc/cks.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/cks.toml"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let text = "[keystore]\nlabl = \"x\"\n[[hsm]]\nid=\"a\"\nkind=\"embedded\"\n";
+        let err = Config::parse(text, Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn needs_an_hsm() {
+        let err = Config::parse("[keystore]\nlabel=\"x\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("[[hsm]]"), "{err}");
+    }
+
+    #[test]
+    fn minimal_file() {
+        let cfg = Config::parse(
+            "[keystore]\ndata_dir=\"/tmp/x\"\n[[hsm]]\nid=\"h1\"\nkind=\"embedded\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.hsm_dir(&cfg.hsms[0]), PathBuf::from("/tmp/x/hsm/h1"));
+        assert_eq!(cfg.keystore.max_pin_attempts, 10);
+    }
+}

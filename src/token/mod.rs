@@ -1,0 +1,595 @@
+//! The token: PKCS#11 semantics in safe Rust — sessions, login state, objects and
+//! their handles, search, and the operations of each session. It stands on one HSM
+//! instance for now; the cluster layer will take that place.
+
+pub mod attribute;
+mod keys;
+pub mod mechanisms;
+pub mod objects;
+mod ops;
+pub mod policy;
+pub mod session;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::hsm::embedded::{EmbeddedInstance, PinUser};
+use attribute::{AttrType, Attributes, Template};
+use objects::{Object, ObjectTable};
+use parking_lot::{Mutex, RwLock};
+use pkcs11_sys::*;
+use policy::Readable;
+use session::Session;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub use session::{OpKind, Out};
+
+pub const MIN_PIN_LEN: usize = 4;
+pub const MAX_PIN_LEN: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    Public,
+    User,
+    So,
+}
+
+/// What `C_GetTokenInfo` reports, in Rust types.
+pub struct TokenInfo {
+    pub label: String,
+    pub serial: String,
+    pub flags: CK_FLAGS,
+    pub session_count: usize,
+    pub rw_session_count: usize,
+}
+
+pub struct Token {
+    label: String,
+    instance: EmbeddedInstance,
+    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
+    next_session: AtomicU64,
+    login: RwLock<Login>,
+    objects: RwLock<ObjectTable>,
+    /// `PRAGMA data_version` when token objects were last loaded; `None`: reload.
+    seen_version: Mutex<Option<i64>>,
+}
+
+/// The result of reading one attribute (`C_GetAttributeValue`).
+pub enum AttrValue {
+    Value(Vec<u8>),
+    Sensitive,
+    Invalid,
+}
+
+impl Token {
+    pub fn open(cfg: &Config) -> Result<Token> {
+        let hsm = cfg
+            .hsms
+            .first()
+            .ok_or_else(|| Error::general("configuration lists no HSM instance"))?;
+        let instance = EmbeddedInstance::open(
+            &hsm.id,
+            &cfg.hsm_dir(hsm),
+            cfg.kdf,
+            cfg.keystore.max_pin_attempts,
+        )?;
+        Ok(Token {
+            label: cfg.keystore.label.clone(),
+            instance,
+            sessions: RwLock::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            login: RwLock::new(Login::Public),
+            objects: RwLock::new(ObjectTable::default()),
+            seen_version: Mutex::new(None),
+        })
+    }
+
+    pub fn instance(&self) -> &EmbeddedInstance {
+        &self.instance
+    }
+
+    pub fn login_state(&self) -> Login {
+        *self.login.read()
+    }
+
+    // ---- token information ------------------------------------------------------
+
+    pub fn info(&self) -> Result<TokenInfo> {
+        let rec = self.instance.token_record()?;
+        let user = self.instance.pin_status(PinUser::User)?;
+        let so = self.instance.pin_status(PinUser::So)?;
+        let max = self.instance.max_attempts();
+        let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED;
+        if rec.is_some() {
+            flags |= CKF_TOKEN_INITIALIZED;
+        }
+        if user.initialized {
+            flags |= CKF_USER_PIN_INITIALIZED;
+        }
+        flags |= pin_flags(
+            user,
+            max,
+            CKF_USER_PIN_COUNT_LOW,
+            CKF_USER_PIN_FINAL_TRY,
+            CKF_USER_PIN_LOCKED,
+        );
+        flags |= pin_flags(
+            so,
+            max,
+            CKF_SO_PIN_COUNT_LOW,
+            CKF_SO_PIN_FINAL_TRY,
+            CKF_SO_PIN_LOCKED,
+        );
+        let sessions = self.sessions.read();
+        let rw = sessions.values().filter(|s| s.lock().rw).count();
+        Ok(TokenInfo {
+            label: rec
+                .as_ref()
+                .map(|r| r.label.clone())
+                .unwrap_or_else(|| self.label.clone()),
+            serial: rec.map(|r| r.serial).unwrap_or_default(),
+            flags,
+            session_count: sessions.len(),
+            rw_session_count: rw,
+        })
+    }
+
+    pub fn is_initialized(&self) -> Result<bool> {
+        Ok(self.instance.token_record()?.is_some())
+    }
+
+    // ---- PINs ---------------------------------------------------------------------
+
+    pub fn init_token(&self, so_pin: &[u8], label: &str) -> Result<()> {
+        check_pin_len(so_pin)?;
+        if !self.sessions.read().is_empty() {
+            return Err(Error::new(
+                CKR_SESSION_EXISTS,
+                "close every session before C_InitToken",
+            ));
+        }
+        self.instance.init_token(so_pin, label)?;
+        *self.objects.write() = ObjectTable::default();
+        *self.seen_version.lock() = None;
+        tracing::info!(label, "token initialised");
+        Ok(())
+    }
+
+    pub fn init_pin(&self, h: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        if !s.lock().rw {
+            return Err(Error::new(
+                CKR_SESSION_READ_ONLY,
+                "C_InitPIN needs a read/write session",
+            ));
+        }
+        if self.login_state() != Login::So {
+            return Err(Error::new(
+                CKR_USER_NOT_LOGGED_IN,
+                "C_InitPIN needs the SO logged in",
+            ));
+        }
+        check_pin_len(pin)?;
+        self.instance.init_user_pin(pin)
+    }
+
+    pub fn set_pin(&self, h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        if !s.lock().rw {
+            return Err(Error::new(
+                CKR_SESSION_READ_ONLY,
+                "C_SetPIN needs a read/write session",
+            ));
+        }
+        check_pin_len(new)?;
+        let user = match self.login_state() {
+            Login::So => PinUser::So,
+            _ => PinUser::User,
+        };
+        self.instance.set_pin(user, old, new)
+    }
+
+    // ---- sessions -----------------------------------------------------------------
+
+    pub fn open_session(&self, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        if flags & CKF_SERIAL_SESSION == 0 {
+            return Err(Error::new(
+                CKR_SESSION_PARALLEL_NOT_SUPPORTED,
+                "CKF_SERIAL_SESSION must be set",
+            ));
+        }
+        if !self.is_initialized()? {
+            return Err(Error::new(
+                CKR_TOKEN_NOT_RECOGNIZED,
+                "token is not initialised",
+            ));
+        }
+        let rw = flags & CKF_RW_SESSION != 0;
+        if !rw && self.login_state() == Login::So {
+            return Err(Error::new(
+                CKR_SESSION_READ_WRITE_SO_EXISTS,
+                "the SO is logged in: only read/write sessions",
+            ));
+        }
+        let h = self.next_session.fetch_add(1, Ordering::Relaxed);
+        self.sessions
+            .write()
+            .insert(h, Arc::new(Mutex::new(Session::new(h, rw))));
+        Ok(h)
+    }
+
+    pub fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<Mutex<Session>>> {
+        self.sessions
+            .read()
+            .get(&h)
+            .cloned()
+            .ok_or_else(|| Error::new(CKR_SESSION_HANDLE_INVALID, "no such session"))
+    }
+
+    pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let last = {
+            let mut sessions = self.sessions.write();
+            sessions
+                .remove(&h)
+                .ok_or_else(|| Error::new(CKR_SESSION_HANDLE_INVALID, "no such session"))?;
+            sessions.is_empty()
+        };
+        self.destroy_session_objects(|o| o.session == Some(h));
+        if last {
+            // "When the last session an application has with a token is closed, the
+            // application is logged out."
+            self.end_login();
+        }
+        Ok(())
+    }
+
+    pub fn close_all_sessions(&self) {
+        self.sessions.write().clear();
+        self.destroy_session_objects(|o| o.session.is_some());
+        self.end_login();
+    }
+
+    pub fn session_state(&self, h: CK_SESSION_HANDLE) -> Result<(CK_STATE, CK_FLAGS)> {
+        let rw = self.session(h)?.lock().rw;
+        let state = match (self.login_state(), rw) {
+            (Login::Public, false) => CKS_RO_PUBLIC_SESSION,
+            (Login::Public, true) => CKS_RW_PUBLIC_SESSION,
+            (Login::User, false) => CKS_RO_USER_FUNCTIONS,
+            (Login::User, true) => CKS_RW_USER_FUNCTIONS,
+            (Login::So, _) => CKS_RW_SO_FUNCTIONS,
+        };
+        let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
+        Ok((state, flags))
+    }
+
+    pub fn login(&self, h: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+        self.session(h)?;
+        let who = match user {
+            CKU_USER => Login::User,
+            CKU_SO => Login::So,
+            CKU_CONTEXT_SPECIFIC => {
+                return Err(Error::new(
+                    CKR_OPERATION_NOT_INITIALIZED,
+                    "no key here requires context-specific login",
+                ))
+            }
+            _ => return Err(Error::new(CKR_USER_TYPE_INVALID, "unknown user type")),
+        };
+        let mut login = self.login.write();
+        match (*login, who) {
+            (Login::Public, _) => {}
+            (a, b) if a == b => {
+                return Err(Error::new(CKR_USER_ALREADY_LOGGED_IN, "already logged in"))
+            }
+            _ => {
+                return Err(Error::new(
+                    CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+                    "another user type is logged in",
+                ))
+            }
+        }
+        if who == Login::So && self.sessions.read().values().any(|s| !s.lock().rw) {
+            return Err(Error::new(
+                CKR_SESSION_READ_ONLY_EXISTS,
+                "close read-only sessions before the SO logs in",
+            ));
+        }
+        let pin_user = if who == Login::So {
+            PinUser::So
+        } else {
+            PinUser::User
+        };
+        match self.instance.login(pin_user, pin) {
+            Ok(()) => {
+                *login = who;
+                drop(login);
+                // Private objects become visible: reload with fresh handles.
+                *self.seen_version.lock() = None;
+                tracing::info!(user = ?who, "login");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(user = ?who, rv = crate::error::rv_name(e.rv), "login failed");
+                Err(e)
+            }
+        }
+    }
+
+    pub fn logout(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        self.session(h)?;
+        if self.login_state() == Login::Public {
+            return Err(Error::new(CKR_USER_NOT_LOGGED_IN, "nobody is logged in"));
+        }
+        self.end_login();
+        Ok(())
+    }
+
+    /// Log out: private session objects are destroyed, handles to private objects become
+    /// invalid, and operations that used private keys end.
+    fn end_login(&self) {
+        let was = std::mem::replace(&mut *self.login.write(), Login::Public);
+        if was == Login::Public {
+            return;
+        }
+        let removed = self.objects.write().remove_where(|o| o.is_private());
+        let token_uids: Vec<Uuid> = removed
+            .iter()
+            .filter(|o| o.is_token())
+            .map(|o| o.uid)
+            .collect();
+        for o in removed.iter().filter(|o| !o.is_token()) {
+            let _ = self.instance.destroy(o.uid, false);
+        }
+        self.instance.logout(token_uids.into_iter());
+        for s in self.sessions.read().values() {
+            let mut s = s.lock();
+            s.op = None;
+            s.find = None;
+        }
+    }
+
+    fn destroy_session_objects(&self, pred: impl Fn(&Object) -> bool) {
+        let removed = self
+            .objects
+            .write()
+            .remove_where(|o| !o.is_token() && pred(o));
+        for o in removed {
+            let _ = self.instance.destroy(o.uid, false);
+        }
+    }
+
+    // ---- objects --------------------------------------------------------------------
+
+    /// Bring token objects up to date with the store (another process may have changed it).
+    fn sync_objects(&self) -> Result<()> {
+        let version = self.instance.data_version()?;
+        let mut seen = self.seen_version.lock();
+        if *seen == Some(version) {
+            return Ok(());
+        }
+        let stored = self.instance.load_objects()?;
+        let show_private = self.login_state() == Login::User;
+        let mut table = self.objects.write();
+        let mut present = std::collections::HashSet::new();
+        for so in stored {
+            let attrs = match Attributes::decode(&so.attrs) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(uid = %so.uid, "skipping unreadable object: {e}");
+                    continue;
+                }
+            };
+            if attrs.flag(CKA_PRIVATE) && !show_private {
+                continue;
+            }
+            present.insert(so.uid);
+            table.insert(Object {
+                uid: so.uid,
+                attrs,
+                session: None,
+            });
+        }
+        table.remove_where(|o| o.is_token() && !present.contains(&o.uid));
+        *seen = Some(version);
+        Ok(())
+    }
+
+    /// An object the session may see. Private objects need the user logged in.
+    pub fn object(&self, h: CK_OBJECT_HANDLE) -> Result<Arc<Object>> {
+        let obj = self.objects.read().get(h);
+        let obj = match obj {
+            Some(o) => o,
+            None => {
+                self.sync_objects()?;
+                self.objects
+                    .read()
+                    .get(h)
+                    .ok_or_else(|| Error::new(CKR_OBJECT_HANDLE_INVALID, "no such object"))?
+            }
+        };
+        if obj.is_private() && self.login_state() != Login::User {
+            return Err(Error::new(
+                CKR_OBJECT_HANDLE_INVALID,
+                "object is private: log in as user",
+            ));
+        }
+        Ok(obj)
+    }
+
+    fn check_writable(&self, s: &Session, token_object: bool, private: bool) -> Result<()> {
+        if token_object && !s.rw {
+            return Err(Error::new(
+                CKR_SESSION_READ_ONLY,
+                "token objects need a read/write session",
+            ));
+        }
+        if private && self.login_state() != Login::User {
+            return Err(Error::new(
+                CKR_USER_NOT_LOGGED_IN,
+                "private objects need the user logged in",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Keep a new object (durably if it is a token object) and give it a handle.
+    fn add_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        uid: Uuid,
+        attrs: Attributes,
+        material: Option<crate::hsm::crypto::KeyMaterial>,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let token = attrs.flag(CKA_TOKEN);
+        self.instance
+            .put_object(uid, attrs.encode()?, material, token)?;
+        let obj = Object {
+            uid,
+            attrs,
+            session: if token { None } else { Some(session) },
+        };
+        Ok(self.objects.write().insert(obj))
+    }
+
+    pub fn get_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        oh: CK_OBJECT_HANDLE,
+        types: &[AttrType],
+    ) -> Result<Vec<AttrValue>> {
+        self.session(h)?;
+        let obj = self.object(oh)?;
+        types
+            .iter()
+            .map(|&t| {
+                Ok(match policy::read(&obj.attrs, t) {
+                    Readable::Value(v) => AttrValue::Value(v.to_vec()),
+                    Readable::Empty => AttrValue::Value(Vec::new()),
+                    Readable::Sensitive => AttrValue::Sensitive,
+                    Readable::Invalid => AttrValue::Invalid,
+                    Readable::Material => {
+                        match keys::material_component(&self.instance, &obj, t)? {
+                            Some(v) => AttrValue::Value(v),
+                            None => AttrValue::Invalid,
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    pub fn set_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        oh: CK_OBJECT_HANDLE,
+        template: &Template,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let obj = self.object(oh)?;
+        self.check_writable(&s.lock(), obj.is_token(), false)?;
+        let next = policy::modify(&obj.attrs, template, self.login_state() == Login::So)?;
+        if obj.is_token() {
+            self.instance.update_attrs(obj.uid, &next.encode()?)?;
+        }
+        self.objects.write().set_attrs(oh, next);
+        Ok(())
+    }
+
+    pub fn destroy_object(&self, h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let obj = self.object(oh)?;
+        self.check_writable(&s.lock(), obj.is_token(), false)?;
+        if obj.attrs.get(CKA_DESTROYABLE).is_some() && !obj.attrs.flag(CKA_DESTROYABLE) {
+            return Err(Error::new(
+                CKR_ACTION_PROHIBITED,
+                "object is not destroyable",
+            ));
+        }
+        self.instance.destroy(obj.uid, obj.is_token())?;
+        self.objects.write().remove(oh);
+        tracing::info!(uid = %obj.uid, token = obj.is_token(), "object destroyed");
+        Ok(())
+    }
+
+    pub fn object_size(&self, h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE) -> Result<usize> {
+        self.session(h)?;
+        let obj = self.object(oh)?;
+        Ok(obj.attrs.iter().map(|(_, v)| v.len() + 16).sum())
+    }
+
+    pub fn find_init(&self, h: CK_SESSION_HANDLE, template: &Template) -> Result<()> {
+        let s = self.session(h)?;
+        if s.lock().find.is_some() {
+            return Err(Error::new(
+                CKR_OPERATION_ACTIVE,
+                "a search is already active",
+            ));
+        }
+        self.sync_objects()?;
+        let user = self.login_state() == Login::User;
+        let mut found: Vec<CK_OBJECT_HANDLE> = self
+            .objects
+            .read()
+            .iter()
+            .filter(|(_, o)| user || !o.is_private())
+            .filter(|(_, o)| o.attrs.matches(template))
+            .map(|(h, _)| *h)
+            .collect();
+        found.sort_unstable();
+        s.lock().find = Some(found.into());
+        Ok(())
+    }
+
+    pub fn find_next(&self, h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let s = self.session(h)?;
+        let mut s = s.lock();
+        let q = s
+            .find
+            .as_mut()
+            .ok_or_else(|| Error::new(CKR_OPERATION_NOT_INITIALIZED, "no active search"))?;
+        let n = max.min(q.len());
+        Ok(q.drain(..n).collect())
+    }
+
+    pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let mut s = s.lock();
+        if s.find.take().is_none() {
+            return Err(Error::new(
+                CKR_OPERATION_NOT_INITIALIZED,
+                "no active search",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn pin_flags(
+    st: crate::hsm::embedded::PinStatus,
+    max: u32,
+    low: CK_FLAGS,
+    final_try: CK_FLAGS,
+    locked: CK_FLAGS,
+) -> CK_FLAGS {
+    if st.locked {
+        locked
+    } else if st.failures > 0 && st.failures + 1 == max {
+        final_try | low
+    } else if st.failures > 0 {
+        low
+    } else {
+        0
+    }
+}
+
+fn check_pin_len(pin: &[u8]) -> Result<()> {
+    if pin.len() < MIN_PIN_LEN || pin.len() > MAX_PIN_LEN {
+        return Err(Error::new(
+            CKR_PIN_LEN_RANGE,
+            format!("PIN must be {MIN_PIN_LEN} to {MAX_PIN_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}

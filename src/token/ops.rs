@@ -1,0 +1,153 @@
+//! Cryptographic operations of a session: `C_xxxInit` binds a key and a mechanism on
+//! the instance; the following calls run on the session's operation state.
+
+use super::session::{OpKind, OpState, Out};
+use super::Token;
+use crate::error::{Error, Result};
+use crate::hsm::crypto;
+use crate::hsm::mechanism::Mechanism;
+use pkcs11_sys::*;
+
+impl Token {
+    /// `C_EncryptInit`, `C_DecryptInit`, `C_SignInit`, `C_VerifyInit`.
+    /// A `None` mechanism cancels the active operation (PKCS#11 3.0).
+    pub fn op_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        kind: OpKind,
+        mech: Option<(&Mechanism, CK_MECHANISM_TYPE)>,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let Some((mech, mech_type)) = mech else {
+            s.lock().cancel(kind);
+            return Ok(());
+        };
+        s.lock().ensure_idle()?;
+        let function = match kind {
+            OpKind::Encrypt => CKF_ENCRYPT,
+            OpKind::Decrypt => CKF_DECRYPT,
+            OpKind::Sign => CKF_SIGN,
+            OpKind::Verify => CKF_VERIFY,
+            OpKind::Digest => CKF_DIGEST,
+        };
+        let obj = self.key_for(key, mech_type, function)?;
+        let inst = self.instance();
+        let state = match kind {
+            OpKind::Encrypt => OpState::Cipher(inst.cipher(obj.uid, mech, true)?),
+            OpKind::Decrypt => OpState::Cipher(inst.cipher(obj.uid, mech, false)?),
+            OpKind::Sign => OpState::Sign(inst.signer(obj.uid, mech)?),
+            OpKind::Verify => OpState::Verify(inst.verifier(obj.uid, mech)?),
+            OpKind::Digest => return Err(Error::mech_invalid("use C_DigestInit")),
+        };
+        let result = s.lock().begin(kind, state, Some(obj.uid));
+        result
+    }
+
+    pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: Option<&Mechanism>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut s = s.lock();
+        match mech {
+            None => {
+                s.cancel(OpKind::Digest);
+                Ok(())
+            }
+            Some(Mechanism::Digest(alg)) => {
+                s.begin(OpKind::Digest, OpState::Digest(crypto::digest(*alg)), None)
+            }
+            Some(_) => Err(Error::mech_invalid("not a digest mechanism")),
+        }
+    }
+
+    pub fn cipher(
+        &self,
+        h: CK_SESSION_HANDLE,
+        kind: OpKind,
+        input: &[u8],
+        cap: Option<usize>,
+    ) -> Result<Out> {
+        self.session(h)?.lock().cipher_once(kind, input, cap)
+    }
+
+    pub fn cipher_update(
+        &self,
+        h: CK_SESSION_HANDLE,
+        kind: OpKind,
+        input: &[u8],
+        cap: Option<usize>,
+    ) -> Result<Out> {
+        self.session(h)?.lock().cipher_update(kind, input, cap)
+    }
+
+    pub fn cipher_final(
+        &self,
+        h: CK_SESSION_HANDLE,
+        kind: OpKind,
+        cap: Option<usize>,
+    ) -> Result<Out> {
+        self.session(h)?.lock().cipher_final(kind, cap)
+    }
+
+    pub fn sign(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        cap: Option<usize>,
+    ) -> Result<Out> {
+        self.session(h)?.lock().sign(data, cap)
+    }
+
+    pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.session(h)?.lock().sign_update(data)
+    }
+
+    pub fn verify(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        signature: &[u8],
+    ) -> Result<()> {
+        self.session(h)?.lock().verify(data, signature)
+    }
+
+    pub fn verify_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.session(h)?.lock().verify_update(data)
+    }
+
+    pub fn digest(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        cap: Option<usize>,
+    ) -> Result<Out> {
+        self.session(h)?.lock().digest(data, cap)
+    }
+
+    pub fn digest_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.session(h)?.lock().digest_update(data)
+    }
+
+    /// `C_DigestKey`: only a secret key whose value the caller could read anyway.
+    pub fn digest_key(&self, h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let obj = self
+            .object(key)
+            .map_err(|e| Error::new(CKR_KEY_HANDLE_INVALID, e.msg))?;
+        let value = match super::policy::read(&obj.attrs, CKA_VALUE) {
+            super::policy::Readable::Material => {
+                super::keys::material_component(self.instance(), &obj, CKA_VALUE)?
+            }
+            _ => None,
+        };
+        let value =
+            value.ok_or_else(|| Error::new(CKR_KEY_INDIGESTIBLE, "key value is sensitive"))?;
+        let result = s.lock().digest_update(&value);
+        result
+    }
+
+    pub fn random(&self, h: CK_SESSION_HANDLE, buf: &mut [u8]) -> Result<()> {
+        self.session(h)?;
+        crypto::random_bytes(buf);
+        Ok(())
+    }
+}
