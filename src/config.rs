@@ -27,6 +27,19 @@ pub struct KeystoreConfig {
     /// Wrong PINs in a row before the PIN is locked.
     #[serde(default = "default_max_pin_attempts")]
     pub max_pin_attempts: u32,
+    /// Instances a new key must be durable on (default 2, or 1 in a one-instance cluster).
+    pub min_replicas: Option<usize>,
+    /// How calls are spread over healthy instances.
+    #[serde(default)]
+    pub balance: Balance,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    LeastOutstanding,
+    RoundRobin,
 }
 
 impl Default for KeystoreConfig {
@@ -35,6 +48,8 @@ impl Default for KeystoreConfig {
             label: default_label(),
             data_dir: None,
             max_pin_attempts: default_max_pin_attempts(),
+            min_replicas: None,
+            balance: Balance::default(),
         }
     }
 }
@@ -81,6 +96,8 @@ pub struct HsmConfig {
     pub kind: HsmKind,
     /// Embedded instances: their directory (default `<data_dir>/hsm/<id>`).
     pub path: Option<PathBuf>,
+    /// For tests: while this file exists the instance behaves as a failed device.
+    pub fault_file: Option<PathBuf>,
 }
 
 fn default_label() -> String {
@@ -114,11 +131,24 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The configuration in force: `$CKS_CONFIG` if set, else the embedded default.
+    /// The configuration in force: `$CKS_CONFIG` if set; else `cks.toml` in the default
+    /// data directory if `cks init` wrote one; else the embedded default.
     pub fn load() -> Result<Config, ConfigError> {
+        Config::from_path(Config::path().as_deref())
+    }
+
+    /// Where the configuration comes from (`None`: the built-in default).
+    pub fn path() -> Option<PathBuf> {
         match std::env::var_os("CKS_CONFIG") {
-            Some(path) if !path.is_empty() => Config::from_file(Path::new(&path)),
-            _ => Ok(Config::default_store()),
+            Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+            _ => Some(default_data_dir().join("cks.toml")).filter(|p| p.exists()),
+        }
+    }
+
+    pub fn from_path(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::from_file(p),
+            None => Ok(Config::default_store()),
         }
     }
 
@@ -158,6 +188,7 @@ impl Config {
                     id: id.to_string(),
                     kind: HsmKind::Embedded,
                     path: None,
+                    fault_file: None,
                 })
                 .collect(),
         };
@@ -196,6 +227,14 @@ impl Config {
         if self.keystore.label.is_empty() || self.keystore.label.len() > 32 {
             return Err(invalid("keystore.label: expected 1 to 32 bytes".into()));
         }
+        if let Some(n) = self.keystore.min_replicas {
+            if n == 0 || n > self.hsms.len() {
+                return Err(invalid(format!(
+                    "keystore.min_replicas: expected 1 to {} (the number of [[hsm]] entries)",
+                    self.hsms.len()
+                )));
+            }
+        }
         if self.keystore.max_pin_attempts == 0 {
             return Err(invalid(
                 "keystore.max_pin_attempts: expected at least 1".into(),
@@ -226,7 +265,7 @@ impl Config {
     }
 }
 
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("cks");
     }

@@ -13,10 +13,12 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod cluster;
 pub mod config;
 pub mod error;
 #[allow(unsafe_code)]
 pub mod ffi;
 pub mod hsm;
+pub mod keystore;
 pub mod provider;
 pub mod token;

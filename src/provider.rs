@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::keystore::HealthThread;
 use crate::token::Token;
 use arc_swap::ArcSwapOption;
 use once_cell::sync::OnceCell;
@@ -20,6 +21,7 @@ pub struct Provider {
     fork_generation: u64,
     pub config: Config,
     pub token: Token,
+    health: Mutex<Option<HealthThread>>,
     /// Set when a panic was caught: the state may be half-changed, so refuse work
     /// until `C_Finalize`.
     poisoned: AtomicBool,
@@ -48,7 +50,9 @@ pub fn get() -> Result<Arc<Provider>> {
     }
 }
 
-pub fn initialize() -> Result<()> {
+/// `can_create_threads`: false when the application said `CKF_LIBRARY_CANT_CREATE_OS_THREADS`;
+/// then health probes and repairs happen only at login.
+pub fn initialize(can_create_threads: bool) -> Result<()> {
     let _g = INIT_LOCK.lock();
     let generation = FORK_GENERATION.load(Ordering::Relaxed);
     if let Some(p) = &*PROVIDER.load() {
@@ -69,10 +73,16 @@ pub fn initialize() -> Result<()> {
         tracing::error!("cannot open the key store: {e}");
         Error::new(CKR_FUNCTION_FAILED, e.msg)
     })?;
+    let health = if can_create_threads {
+        HealthThread::start(Arc::downgrade(token.keystore()))
+    } else {
+        None
+    };
     let provider = Arc::new(Provider {
         fork_generation: generation,
         config,
         token,
+        health: Mutex::new(health),
         poisoned: AtomicBool::new(false),
     });
     if let Some(old) = PROVIDER.swap(Some(provider)) {
@@ -89,6 +99,10 @@ pub fn finalize() -> Result<()> {
     get_unpoisoned()?;
     if let Some(p) = PROVIDER.swap(None) {
         p.token.close_all_sessions();
+        if let Some(mut h) = p.health.lock().take() {
+            h.stop();
+        }
+        crate::cluster::metrics::remove(p.token.keystore().metrics_dir());
     }
     Ok(())
 }

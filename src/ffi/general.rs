@@ -21,7 +21,9 @@ fn version() -> CK_VERSION {
 pub unsafe extern "C" fn C_Initialize(args: CK_VOID_PTR) -> CK_RV {
     guard("C_Initialize", || {
         register_fork_handler();
+        let mut can_create_threads = true;
         if let Some(a) = (args as *const CK_C_INITIALIZE_ARGS).as_ref() {
+            can_create_threads = a.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS == 0;
             if !a.pReserved.is_null() {
                 return Err(Error::args("pReserved must be NULL"));
             }
@@ -40,7 +42,7 @@ pub unsafe extern "C" fn C_Initialize(args: CK_VOID_PTR) -> CK_RV {
                 return Err(Error::new(CKR_CANT_LOCK, "only OS locking is supported"));
             }
         }
-        provider::initialize()?;
+        provider::initialize(can_create_threads)?;
         Ok(CKR_OK)
     })
 }

@@ -100,7 +100,7 @@ impl Attributes {
         let pairs: Vec<(u64, &[u8])> = self
             .0
             .iter()
-            .map(|(t, v)| (*t as u64, v.as_slice()))
+            .map(|(t, v)| (*t, v.as_slice()))
             .collect();
         postcard::to_allocvec(&pairs).map_err(|e| Error::general(format!("encode attributes: {e}")))
     }

@@ -8,8 +8,8 @@ use super::policy::{self, template_bytes, template_ulong, Creation, CKA_CKS_KEY_
 use super::{Login, Token};
 use crate::error::{Error, Result};
 use crate::hsm::crypto::{self, KeyMaterial};
-use crate::hsm::embedded::EmbeddedInstance;
 use crate::hsm::mechanism::{Curve, Mechanism};
+use crate::keystore::KeyStore;
 use pkcs11_sys::*;
 use uuid::Uuid;
 
@@ -346,7 +346,7 @@ impl Token {
         self.check_writable(&s.lock(), attrs.flag(CKA_TOKEN), attrs.flag(CKA_PRIVATE))?;
         let material = match obj.attrs.class() {
             CKO_SECRET_KEY | CKO_PRIVATE_KEY | CKO_PUBLIC_KEY => {
-                Some((*self.instance.material(obj.uid)?).clone())
+                Some((*self.keystore().cluster.material(obj.uid)?).clone())
             }
             _ => None,
         };
@@ -373,8 +373,10 @@ impl Token {
             ));
         }
         let material = self
-            .instance
-            .unwrap(mech, key.uid, wrapped, class == CKO_PRIVATE_KEY)
+            .keystore()
+            .cluster
+            .run(|i| i.unwrap(mech, key.uid, wrapped, class == CKO_PRIVATE_KEY))
+            .map(|(m, _)| m)
             .map_err(|e| match e.rv {
                 CKR_ENCRYPTED_DATA_INVALID => Error::new(CKR_WRAPPED_KEY_INVALID, e.msg),
                 CKR_ENCRYPTED_DATA_LEN_RANGE => Error::new(CKR_WRAPPED_KEY_LEN_RANGE, e.msg),
@@ -463,7 +465,7 @@ impl Token {
             self.is_so(),
         )?;
         self.check_writable(&s.lock(), attrs.flag(CKA_TOKEN), true)?;
-        let base_material = self.instance.material(key.uid)?;
+        let base_material = self.keystore().cluster.material(key.uid)?;
         let secret = crypto::ecdh_derive(&base_material, *kdf, shared_data, public_data, len)?;
         attrs.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
         let uid = Uuid::new_v4();
@@ -505,7 +507,10 @@ impl Token {
                 "the key may only be wrapped with a trusted key",
             ));
         }
-        let wrapped = self.instance.wrap(mech, wk.uid, tk.uid)?;
+        let (wrapped, _) = self
+            .keystore()
+            .cluster
+            .run(|i| i.wrap(mech, wk.uid, tk.uid))?;
         Ok(super::Out::deliver(wrapped, cap).0)
     }
 
@@ -561,7 +566,10 @@ impl Token {
                 ));
             }
         }
-        if obj.is_private() && self.login_state() != Login::User {
+        // Secret and private keys need the user whatever their CKA_PRIVATE says (tools
+        // such as pkcs11-tool make token keys with CKA_PRIVATE=FALSE).
+        let needs_user = obj.is_private() || matches!(class, CKO_SECRET_KEY | CKO_PRIVATE_KEY);
+        if needs_user && self.login_state() != Login::User {
             return Err(Error::new(
                 CKR_USER_NOT_LOGGED_IN,
                 "key use needs the user logged in",
@@ -638,11 +646,11 @@ fn material_from_template(
 /// The value of a key-material attribute of a key that is neither sensitive nor
 /// unextractable (the policy has checked that).
 pub fn material_component(
-    instance: &EmbeddedInstance,
+    keystore: &KeyStore,
     obj: &Object,
     t: AttrType,
 ) -> Result<Option<Vec<u8>>> {
-    let m = instance.material(obj.uid)?;
+    let m = keystore.cluster.material(obj.uid)?;
     Ok(match (&*m, t) {
         (KeyMaterial::Secret(v), CKA_VALUE) => Some(v.to_vec()),
         _ => None,

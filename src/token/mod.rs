@@ -1,6 +1,6 @@
 //! The token: PKCS#11 semantics in safe Rust — sessions, login state, objects and
-//! their handles, search, and the operations of each session. It stands on one HSM
-//! instance for now; the cluster layer will take that place.
+//! their handles, search, and the operations of each session. It stands on the key
+//! store, which stands on the cluster of HSM instances.
 
 pub mod attribute;
 mod keys;
@@ -12,7 +12,8 @@ pub mod session;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::hsm::embedded::{EmbeddedInstance, PinUser};
+use crate::hsm::embedded::PinUser;
+use crate::keystore::KeyStore;
 use attribute::{AttrType, Attributes, Template};
 use objects::{Object, ObjectTable};
 use parking_lot::{Mutex, RwLock};
@@ -47,7 +48,7 @@ pub struct TokenInfo {
 
 pub struct Token {
     label: String,
-    instance: EmbeddedInstance,
+    keystore: Arc<KeyStore>,
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
     next_session: AtomicU64,
     login: RwLock<Login>,
@@ -65,19 +66,9 @@ pub enum AttrValue {
 
 impl Token {
     pub fn open(cfg: &Config) -> Result<Token> {
-        let hsm = cfg
-            .hsms
-            .first()
-            .ok_or_else(|| Error::general("configuration lists no HSM instance"))?;
-        let instance = EmbeddedInstance::open(
-            &hsm.id,
-            &cfg.hsm_dir(hsm),
-            cfg.kdf,
-            cfg.keystore.max_pin_attempts,
-        )?;
         Ok(Token {
             label: cfg.keystore.label.clone(),
-            instance,
+            keystore: Arc::new(KeyStore::open(cfg)?),
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             login: RwLock::new(Login::Public),
@@ -86,8 +77,8 @@ impl Token {
         })
     }
 
-    pub fn instance(&self) -> &EmbeddedInstance {
-        &self.instance
+    pub fn keystore(&self) -> &Arc<KeyStore> {
+        &self.keystore
     }
 
     pub fn login_state(&self) -> Login {
@@ -97,10 +88,10 @@ impl Token {
     // ---- token information ------------------------------------------------------
 
     pub fn info(&self) -> Result<TokenInfo> {
-        let rec = self.instance.token_record()?;
-        let user = self.instance.pin_status(PinUser::User)?;
-        let so = self.instance.pin_status(PinUser::So)?;
-        let max = self.instance.max_attempts();
+        let rec = self.keystore.token_record()?;
+        let user = self.keystore.pin_status(PinUser::User)?;
+        let so = self.keystore.pin_status(PinUser::So)?;
+        let max = self.keystore.max_attempts();
         let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED;
         if rec.is_some() {
             flags |= CKF_TOKEN_INITIALIZED;
@@ -137,7 +128,7 @@ impl Token {
     }
 
     pub fn is_initialized(&self) -> Result<bool> {
-        Ok(self.instance.token_record()?.is_some())
+        Ok(self.keystore.token_record()?.is_some())
     }
 
     // ---- PINs ---------------------------------------------------------------------
@@ -150,7 +141,7 @@ impl Token {
                 "close every session before C_InitToken",
             ));
         }
-        self.instance.init_token(so_pin, label)?;
+        self.keystore.init_token(so_pin, label)?;
         *self.objects.write() = ObjectTable::default();
         *self.seen_version.lock() = None;
         tracing::info!(label, "token initialised");
@@ -172,7 +163,7 @@ impl Token {
             ));
         }
         check_pin_len(pin)?;
-        self.instance.init_user_pin(pin)
+        self.keystore.init_user_pin(pin)
     }
 
     pub fn set_pin(&self, h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
@@ -188,7 +179,7 @@ impl Token {
             Login::So => PinUser::So,
             _ => PinUser::User,
         };
-        self.instance.set_pin(user, old, new)
+        self.keystore.set_pin(user, old, new)
     }
 
     // ---- sessions -----------------------------------------------------------------
@@ -301,7 +292,7 @@ impl Token {
         } else {
             PinUser::User
         };
-        match self.instance.login(pin_user, pin) {
+        match self.keystore.login(pin_user, pin) {
             Ok(()) => {
                 *login = who;
                 drop(login);
@@ -340,9 +331,9 @@ impl Token {
             .map(|o| o.uid)
             .collect();
         for o in removed.iter().filter(|o| !o.is_token()) {
-            let _ = self.instance.destroy(o.uid, false);
+            let _ = self.keystore.destroy(o.uid, false);
         }
-        self.instance.logout(token_uids.into_iter());
+        self.keystore.logout(&token_uids);
         for s in self.sessions.read().values() {
             let mut s = s.lock();
             s.op = None;
@@ -356,7 +347,7 @@ impl Token {
             .write()
             .remove_where(|o| !o.is_token() && pred(o));
         for o in removed {
-            let _ = self.instance.destroy(o.uid, false);
+            let _ = self.keystore.destroy(o.uid, false);
         }
     }
 
@@ -364,12 +355,12 @@ impl Token {
 
     /// Bring token objects up to date with the store (another process may have changed it).
     fn sync_objects(&self) -> Result<()> {
-        let version = self.instance.data_version()?;
+        let version = self.keystore.cluster.data_version()?;
         let mut seen = self.seen_version.lock();
         if *seen == Some(version) {
             return Ok(());
         }
-        let stored = self.instance.load_objects()?;
+        let stored = self.keystore.cluster.load_objects()?;
         let show_private = self.login_state() == Login::User;
         let mut table = self.objects.write();
         let mut present = std::collections::HashSet::new();
@@ -443,7 +434,8 @@ impl Token {
         material: Option<crate::hsm::crypto::KeyMaterial>,
     ) -> Result<CK_OBJECT_HANDLE> {
         let token = attrs.flag(CKA_TOKEN);
-        self.instance
+        self.keystore
+            .cluster
             .put_object(uid, attrs.encode()?, material, token)?;
         let obj = Object {
             uid,
@@ -470,7 +462,7 @@ impl Token {
                     Readable::Sensitive => AttrValue::Sensitive,
                     Readable::Invalid => AttrValue::Invalid,
                     Readable::Material => {
-                        match keys::material_component(&self.instance, &obj, t)? {
+                        match keys::material_component(&self.keystore, &obj, t)? {
                             Some(v) => AttrValue::Value(v),
                             None => AttrValue::Invalid,
                         }
@@ -491,7 +483,9 @@ impl Token {
         self.check_writable(&s.lock(), obj.is_token(), false)?;
         let next = policy::modify(&obj.attrs, template, self.login_state() == Login::So)?;
         if obj.is_token() {
-            self.instance.update_attrs(obj.uid, &next.encode()?)?;
+            self.keystore
+                .cluster
+                .update_attrs(obj.uid, &next.encode()?)?;
         }
         self.objects.write().set_attrs(oh, next);
         Ok(())
@@ -507,7 +501,7 @@ impl Token {
                 "object is not destroyable",
             ));
         }
-        self.instance.destroy(obj.uid, obj.is_token())?;
+        self.keystore.destroy(obj.uid, obj.is_token())?;
         self.objects.write().remove(oh);
         tracing::info!(uid = %obj.uid, token = obj.is_token(), "object destroyed");
         Ok(())

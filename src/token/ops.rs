@@ -32,15 +32,16 @@ impl Token {
             OpKind::Digest => CKF_DIGEST,
         };
         let obj = self.key_for(key, mech_type, function)?;
-        let inst = self.instance();
-        let state = match kind {
-            OpKind::Encrypt => OpState::Cipher(inst.cipher(obj.uid, mech, true)?),
-            OpKind::Decrypt => OpState::Cipher(inst.cipher(obj.uid, mech, false)?),
-            OpKind::Sign => OpState::Sign(inst.signer(obj.uid, mech)?),
-            OpKind::Verify => OpState::Verify(inst.verifier(obj.uid, mech)?),
+        let cluster = &self.keystore().cluster;
+        let uid = obj.uid;
+        let (state, lease) = match kind {
+            OpKind::Encrypt => cluster.run(|i| Ok(OpState::Cipher(i.cipher(uid, mech, true)?)))?,
+            OpKind::Decrypt => cluster.run(|i| Ok(OpState::Cipher(i.cipher(uid, mech, false)?)))?,
+            OpKind::Sign => cluster.run(|i| Ok(OpState::Sign(i.signer(uid, mech)?)))?,
+            OpKind::Verify => cluster.run(|i| Ok(OpState::Verify(i.verifier(uid, mech)?)))?,
             OpKind::Digest => return Err(Error::mech_invalid("use C_DigestInit")),
         };
-        let result = s.lock().begin(kind, state, Some(obj.uid));
+        let result = s.lock().begin(kind, state, Some(uid), Some(lease));
         result
     }
 
@@ -52,9 +53,12 @@ impl Token {
                 s.cancel(OpKind::Digest);
                 Ok(())
             }
-            Some(Mechanism::Digest(alg)) => {
-                s.begin(OpKind::Digest, OpState::Digest(crypto::digest(*alg)), None)
-            }
+            Some(Mechanism::Digest(alg)) => s.begin(
+                OpKind::Digest,
+                OpState::Digest(crypto::digest(*alg)),
+                None,
+                None,
+            ),
             Some(_) => Err(Error::mech_invalid("not a digest mechanism")),
         }
     }
@@ -135,7 +139,7 @@ impl Token {
             .map_err(|e| Error::new(CKR_KEY_HANDLE_INVALID, e.msg))?;
         let value = match super::policy::read(&obj.attrs, CKA_VALUE) {
             super::policy::Readable::Material => {
-                super::keys::material_component(self.instance(), &obj, CKA_VALUE)?
+                super::keys::material_component(self.keystore(), &obj, CKA_VALUE)?
             }
             _ => None,
         };

@@ -60,6 +60,8 @@ pub struct Operation {
     pub kind: OpKind,
     pub state: OpState,
     pub key: Option<Uuid>,
+    /// The instance serving the operation (a multi-part operation stays on it).
+    pub lease: Option<crate::cluster::Lease>,
     /// Multi-part calls have begun: the single-part function may no longer be used.
     updated: bool,
     /// Output computed but not yet delivered (length query or too small a buffer).
@@ -95,7 +97,13 @@ impl Session {
         }
     }
 
-    pub fn begin(&mut self, kind: OpKind, state: OpState, key: Option<Uuid>) -> Result<()> {
+    pub fn begin(
+        &mut self,
+        kind: OpKind,
+        state: OpState,
+        key: Option<Uuid>,
+        lease: Option<crate::cluster::Lease>,
+    ) -> Result<()> {
         if self.op.is_some() {
             return Err(Error::new(
                 CKR_OPERATION_ACTIVE,
@@ -106,6 +114,7 @@ impl Session {
             kind,
             state,
             key,
+            lease,
             updated: false,
             pending: None,
         });

@@ -8,6 +8,11 @@ use pkcs11_sys::*;
 use rand::Rng;
 use zeroize::Zeroizing;
 
+/// (key, data, [HMAC-SHA256, HMAC-SHA384, HMAC-SHA512])
+type HmacCase<'a> = (&'a [u8], &'a [u8], [&'a [u8]; 3]);
+/// (mechanism, key-encryption key, key, wrapped key)
+type WrapCase<'a> = (&'a Mechanism, &'a [u8], &'a [u8], &'a [u8]);
+
 pub(crate) fn secret(b: &[u8]) -> KeyMaterial {
     KeyMaterial::Secret(Zeroizing::new(b.to_vec()))
 }
@@ -101,7 +106,7 @@ fn sha_fips180_abc() {
 #[test]
 fn hmac_rfc4231() {
     let key7 = [0xaau8; 131];
-    let cases: [(&[u8], &[u8], [&[u8]; 3]); 6] = [
+    let cases: [HmacCase; 6] = [
         (&[0x0b; 20], b"Hi There", [
             &hex!("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
             &hex!("afd03944d84895626b0825f4ab46907f15f9dadbe4101ec682aa034c7cebc59cfaea9ea9076ede7f4af152e8b2fa9cb6"),
@@ -504,7 +509,7 @@ fn aes_gcm_streaming_and_errors() {
 fn aes_key_wrap_rfc3394_rfc5649() {
     let kw = Mechanism::AesKeyWrap { iv: None };
     let kwp = Mechanism::AesKeyWrapPad { iv: None };
-    let cases: [(&Mechanism, &[u8], &[u8], &[u8]); 4] = [
+    let cases: [WrapCase; 4] = [
         (
             &kw,
             &hex!("000102030405060708090A0B0C0D0E0F"),

@@ -1,22 +1,25 @@
 //! The embedded HSM instance: software cryptography (see `hsm::crypto`) over a durable,
-//! encrypted store in its own directory.
+//! encrypted store in its own directory. Its instance key seals every secret it holds;
+//! the instance key itself is sealed under the key store's key, so the files reveal no
+//! key bytes without the PIN. The cluster's domain key, sealed the same way, is the
+//! one way key material leaves the instance (wrapped, AES key wrap with padding).
 
 pub mod seal;
 pub mod store;
 
-use crate::config::KdfConfig;
 use crate::error::{Error, Result};
 use crate::hsm::crypto::{self, CipherOp, KeyMaterial, SignOp, VerifyOp};
 use crate::hsm::mechanism::Mechanism;
 use parking_lot::RwLock;
 use pkcs11_sys::*;
-use seal::{InstanceKey, PinSeal};
+use seal::InstanceKey;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use store::Store;
 pub use store::{PinUser, StoredObject, TokenRecord};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 /// What the token needs to know about a PIN for `CK_TOKEN_INFO` flags.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,25 +29,39 @@ pub struct PinStatus {
     pub locked: bool,
 }
 
+const META_INSTANCE_KEY: &str = "instance_key";
+const META_DOMAIN_KEY: &str = "domain_key";
+
+/// Unlocked secrets of an instance.
+struct Keys {
+    instance: InstanceKey,
+    domain: InstanceKey,
+}
+
 pub struct EmbeddedInstance {
     id: String,
+    dir: PathBuf,
     store: Store,
-    kdf: KdfConfig,
-    max_attempts: u32,
-    /// Present while someone is logged in: seals and unseals key material.
-    instance_key: RwLock<Option<InstanceKey>>,
+    /// Test hook (configuration `fault_file`): while this file exists, the instance
+    /// behaves as a failed device.
+    fault_file: Option<PathBuf>,
+    keys: RwLock<Option<Keys>>,
     /// Key material in use, token and session keys alike.
     materials: RwLock<HashMap<Uuid, Arc<KeyMaterial>>>,
 }
 
+fn aad(what: &str, id: &str) -> Vec<u8> {
+    format!("cks/{what}/{id}").into_bytes()
+}
+
 impl EmbeddedInstance {
-    pub fn open(id: &str, dir: &Path, kdf: KdfConfig, max_attempts: u32) -> Result<Self> {
+    pub fn open(id: &str, dir: &Path, fault_file: Option<PathBuf>) -> Result<Self> {
         Ok(EmbeddedInstance {
             id: id.to_string(),
-            store: Store::open(dir)?,
-            kdf,
-            max_attempts,
-            instance_key: RwLock::new(None),
+            dir: dir.to_path_buf(),
+            store: Store::open(dir, "instance.db")?,
+            fault_file,
+            keys: RwLock::new(None),
             materials: RwLock::new(HashMap::new()),
         })
     }
@@ -53,119 +70,134 @@ impl EmbeddedInstance {
         &self.id
     }
 
-    pub fn store_path(&self) -> &Path {
-        self.store.path()
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    pub fn token_record(&self) -> Result<Option<TokenRecord>> {
-        self.store.token()
-    }
-
-    pub fn pin_status(&self, user: PinUser) -> Result<PinStatus> {
-        Ok(match self.store.pin(user)? {
-            None => PinStatus::default(),
-            Some(rec) => PinStatus {
-                initialized: true,
-                failures: rec.failures,
-                locked: rec.failures >= self.max_attempts,
-            },
-        })
-    }
-
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
-    }
-
-    /// `C_InitToken`: a token already initialised needs its SO PIN.
-    pub fn init_token(&self, so_pin: &[u8], label: &str) -> Result<()> {
-        if self.store.token()?.is_some() {
-            self.check_pin(PinUser::So, so_pin)?;
+    fn check_fault(&self) -> Result<()> {
+        if let Some(f) = &self.fault_file {
+            if f.exists() {
+                return Err(Error::device(format!(
+                    "instance {} failed (fault injected)",
+                    self.id
+                )));
+            }
         }
+        Ok(())
+    }
+
+    /// Is the device there and answering? (Its database file still exists and reads.)
+    pub fn probe(&self) -> Result<()> {
+        self.check_fault()?;
+        if !self.store.path().exists() {
+            return Err(Error::device(format!(
+                "instance {}: {} is gone",
+                self.id,
+                self.store.path().display()
+            )));
+        }
+        self.store.data_version()?;
+        Ok(())
+    }
+
+    pub fn is_initialized(&self) -> Result<bool> {
+        Ok(self.store.meta(META_INSTANCE_KEY)?.is_some())
+    }
+
+    /// Make this instance a member of a key store: a fresh instance key sealed under the
+    /// key store's key, the domain key sealed under it, and no objects.
+    pub fn initialize(&self, keystore_key: &InstanceKey, domain_key: &[u8]) -> Result<()> {
+        self.check_fault()?;
         let ik = InstanceKey::generate();
-        let seal = PinSeal::new(&ik, so_pin, self.kdf)?;
-        let mut serial = [0u8; 8];
-        crypto::random_bytes(&mut serial);
-        self.store.init_token(label, &hex::encode(serial), &seal)?;
+        let sealed_ik = keystore_key.seal(&aad("instance-key", &self.id), ik.bytes())?;
+        let sealed_dk = ik.seal(&aad("domain-key", &self.id), domain_key)?;
+        self.store.reset(&[
+            (META_INSTANCE_KEY, &sealed_ik),
+            (META_DOMAIN_KEY, &sealed_dk),
+        ])?;
         self.materials.write().clear();
-        *self.instance_key.write() = None;
+        let domain = InstanceKey::from_slice(domain_key)?;
+        *self.keys.write() = Some(Keys {
+            instance: ik,
+            domain,
+        });
         Ok(())
     }
 
-    /// Verify a PIN, counting failures across processes; returns the instance key.
-    fn check_pin(&self, user: PinUser, pin: &[u8]) -> Result<InstanceKey> {
-        let rec = self.store.pin(user)?.ok_or_else(|| match user {
-            PinUser::User => Error::new(CKR_USER_PIN_NOT_INITIALIZED, "user PIN not initialised"),
-            PinUser::So => Error::new(CKR_TOKEN_NOT_RECOGNIZED, "token not initialised"),
-        })?;
-        if rec.failures >= self.max_attempts {
-            return Err(Error::new(
-                CKR_PIN_LOCKED,
-                "PIN locked after too many wrong attempts",
-            ));
-        }
-        match rec.seal.open(pin)? {
-            Some(ik) => {
-                if rec.failures != 0 {
-                    self.store.reset_failures(user)?;
-                }
-                Ok(ik)
-            }
-            None => {
-                let n = self.store.record_failure(user)?;
-                if n >= self.max_attempts {
-                    Err(Error::new(CKR_PIN_LOCKED, "wrong PIN; PIN now locked"))
-                } else {
-                    Err(Error::new(
-                        CKR_PIN_INCORRECT,
-                        format!("wrong PIN ({n} in a row)"),
-                    ))
-                }
-            }
-        }
+    /// Unseal the instance key with the key store's key (at login).
+    pub fn unlock(&self, keystore_key: &InstanceKey) -> Result<()> {
+        self.check_fault()?;
+        let sealed_ik = self
+            .store
+            .meta(META_INSTANCE_KEY)?
+            .ok_or_else(|| Error::device(format!("instance {} is not initialised", self.id)))?;
+        let ik = InstanceKey::from_slice(
+            &keystore_key.unseal(&aad("instance-key", &self.id), &sealed_ik)?,
+        )?;
+        let sealed_dk = self
+            .store
+            .meta(META_DOMAIN_KEY)?
+            .ok_or_else(|| Error::device(format!("instance {} has no domain key", self.id)))?;
+        let domain =
+            InstanceKey::from_slice(&ik.unseal(&aad("domain-key", &self.id), &sealed_dk)?)?;
+        *self.keys.write() = Some(Keys {
+            instance: ik,
+            domain,
+        });
+        Ok(())
     }
 
-    pub fn login(&self, user: PinUser, pin: &[u8]) -> Result<()> {
-        let ik = self.check_pin(user, pin)?;
-        *self.instance_key.write() = Some(ik);
-        Ok(())
+    pub fn is_unlocked(&self) -> bool {
+        self.keys.read().is_some()
+    }
+
+    /// The domain key, to seed a new member. Plaintext only inside this process, which
+    /// is where an embedded instance lives.
+    pub fn domain_key(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let keys = self.keys.read();
+        let k = keys.as_ref().ok_or_else(locked)?;
+        Ok(Zeroizing::new(k.domain.bytes().to_vec()))
     }
 
     /// Forget the instance key and every token key's material; session keys stay
     /// (the token destroys the private ones).
-    pub fn logout(&self, token_uids: impl Iterator<Item = Uuid>) {
-        *self.instance_key.write() = None;
+    pub fn lock(&self, token_uids: &[Uuid]) {
+        *self.keys.write() = None;
         let mut m = self.materials.write();
         for uid in token_uids {
-            m.remove(&uid);
+            m.remove(uid);
         }
     }
 
-    /// `C_InitPIN`, called with the SO logged in.
-    pub fn init_user_pin(&self, pin: &[u8]) -> Result<()> {
-        let ik = self.current_key()?;
-        self.store
-            .set_pin(PinUser::User, &PinSeal::new(&ik, pin, self.kdf)?)
-    }
-
-    /// `C_SetPIN`: re-seal the instance key under the new PIN.
-    pub fn set_pin(&self, user: PinUser, old: &[u8], new: &[u8]) -> Result<()> {
-        let ik = self.check_pin(user, old)?;
-        self.store.set_pin(user, &PinSeal::new(&ik, new, self.kdf)?)
-    }
-
-    fn current_key(&self) -> Result<InstanceKey> {
-        self.instance_key
-            .read()
-            .clone()
-            .ok_or_else(|| Error::new(CKR_USER_NOT_LOGGED_IN, "instance is locked: log in first"))
+    fn with_keys<T>(&self, f: impl FnOnce(&Keys) -> Result<T>) -> Result<T> {
+        let keys = self.keys.read();
+        f(keys.as_ref().ok_or_else(locked)?)
     }
 
     pub fn data_version(&self) -> Result<i64> {
+        self.check_fault()?;
         self.store.data_version()
     }
 
     pub fn load_objects(&self) -> Result<Vec<StoredObject>> {
+        self.check_fault()?;
         self.store.load_objects()
+    }
+
+    /// How many customer master keys (secret and private keys) the instance holds.
+    pub fn key_count(&self) -> Result<usize> {
+        self.check_fault()?;
+        Ok(self
+            .store
+            .load_objects()?
+            .iter()
+            .filter(|o| o.sealed)
+            .count())
+    }
+
+    pub fn object_ids(&self) -> Result<Vec<Uuid>> {
+        self.check_fault()?;
+        self.store.object_ids()
     }
 
     /// Keep a new object. Token objects are written durably; secret material is sealed.
@@ -176,12 +208,13 @@ impl EmbeddedInstance {
         material: Option<KeyMaterial>,
         persistent: bool,
     ) -> Result<()> {
+        self.check_fault()?;
         if persistent {
             let (blob, sealed) = match &material {
                 None => (None, false),
                 Some(m) if m.is_private() || matches!(m, KeyMaterial::Secret(_)) => {
-                    let ik = self.current_key()?;
-                    (Some(ik.seal(uid.as_bytes(), &m.encode()?)?), true)
+                    let blob = self.with_keys(|k| k.instance.seal(uid.as_bytes(), &m.encode()?))?;
+                    (Some(blob), true)
                 }
                 Some(m) => (Some(m.encode()?.to_vec()), false),
             };
@@ -198,7 +231,61 @@ impl EmbeddedInstance {
         Ok(())
     }
 
+    /// A copy of a stored object for another member: attributes as they are, material
+    /// wrapped under the domain key (AES key wrap with padding).
+    pub fn export(&self, uid: Uuid) -> Result<StoredObject> {
+        self.check_fault()?;
+        let obj = self
+            .store
+            .object(uid)?
+            .ok_or_else(|| Error::new(CKR_OBJECT_HANDLE_INVALID, "object not on this instance"))?;
+        let material = match (&obj.material, obj.sealed) {
+            (Some(_), true) => {
+                let m = self.material(uid)?;
+                let wrapped = self.with_keys(|k| {
+                    crypto::wrap(
+                        &Mechanism::AesKeyWrapPad { iv: None },
+                        &k.domain.as_material(),
+                        &m.encode()?,
+                    )
+                })?;
+                Some(wrapped)
+            }
+            (m, _) => m.clone(),
+        };
+        Ok(StoredObject {
+            uid,
+            attrs: obj.attrs,
+            material,
+            sealed: obj.sealed,
+        })
+    }
+
+    /// Take in an object exported by another member (`sealed` material is domain-wrapped).
+    pub fn import(&self, obj: StoredObject) -> Result<()> {
+        self.check_fault()?;
+        let material = match (&obj.material, obj.sealed) {
+            (Some(w), true) => {
+                let plain = self.with_keys(|k| {
+                    crypto::unwrap(
+                        &Mechanism::AesKeyWrapPad { iv: None },
+                        &k.domain.as_material(),
+                        w,
+                    )
+                })?;
+                Some(KeyMaterial::decode(&plain)?)
+            }
+            (Some(p), false) => Some(KeyMaterial::decode(p)?),
+            (None, _) => None,
+        };
+        if self.store.object(obj.uid)?.is_some() {
+            self.store.delete_object(obj.uid)?;
+        }
+        self.put_object(obj.uid, obj.attrs, material, true)
+    }
+
     pub fn update_attrs(&self, uid: Uuid, attrs: &[u8]) -> Result<()> {
+        self.check_fault()?;
         if !self.store.update_attrs(uid, attrs)? {
             return Err(Error::new(
                 CKR_OBJECT_HANDLE_INVALID,
@@ -210,29 +297,33 @@ impl EmbeddedInstance {
 
     pub fn destroy(&self, uid: Uuid, persistent: bool) -> Result<()> {
         if persistent {
+            self.check_fault()?;
             self.store.delete_object(uid)?;
         }
         self.materials.write().remove(&uid);
         Ok(())
     }
 
+    /// Keep a session key's material (memory only).
+    pub fn put_session_material(&self, uid: Uuid, m: Arc<KeyMaterial>) {
+        self.materials.write().insert(uid, m);
+    }
+
     /// The material of a key, unsealed on first use.
     pub fn material(&self, uid: Uuid) -> Result<Arc<KeyMaterial>> {
+        self.check_fault()?;
         if let Some(m) = self.materials.read().get(&uid) {
             return Ok(m.clone());
         }
         let obj = self
             .store
-            .load_objects()?
-            .into_iter()
-            .find(|o| o.uid == uid)
-            .ok_or_else(|| Error::new(CKR_KEY_HANDLE_INVALID, "key no longer exists"))?;
+            .object(uid)?
+            .ok_or_else(|| Error::new(CKR_KEY_HANDLE_INVALID, "key is not on this instance"))?;
         let blob = obj
             .material
             .ok_or_else(|| Error::new(CKR_KEY_TYPE_INCONSISTENT, "object has no key material"))?;
         let m = if obj.sealed {
-            let ik = self.current_key()?;
-            KeyMaterial::decode(&ik.unseal(uid.as_bytes(), &blob)?)?
+            KeyMaterial::decode(&self.with_keys(|k| k.instance.unseal(uid.as_bytes(), &blob))?)?
         } else {
             KeyMaterial::decode(&blob)?
         };
@@ -264,7 +355,7 @@ impl EmbeddedInstance {
         let wk = self.material(wrapping)?;
         let tk = self.material(target)?;
         let payload = match &*tk {
-            KeyMaterial::Secret(v) => zeroize::Zeroizing::new(v.to_vec()),
+            KeyMaterial::Secret(v) => Zeroizing::new(v.to_vec()),
             m if m.is_private() => m.private_to_pkcs8()?,
             _ => {
                 return Err(Error::new(
@@ -291,4 +382,8 @@ impl EmbeddedInstance {
             Ok(KeyMaterial::Secret(plain))
         }
     }
+}
+
+fn locked() -> Error {
+    Error::new(CKR_USER_NOT_LOGGED_IN, "instance is locked: log in first")
 }

@@ -23,6 +23,22 @@ impl InstanceKey {
         InstanceKey(k)
     }
 
+    pub fn from_slice(raw: &[u8]) -> Result<InstanceKey> {
+        let arr: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| Error::device("sealed key has the wrong length"))?;
+        Ok(InstanceKey(Zeroizing::new(arr)))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0[..]
+    }
+
+    /// As an AES-256 key for the crypto engine (domain-key wrapping).
+    pub fn as_material(&self) -> crate::hsm::crypto::KeyMaterial {
+        crate::hsm::crypto::KeyMaterial::Secret(Zeroizing::new(self.0.to_vec()))
+    }
+
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         seal_with(&self.0, aad, plaintext)
     }

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS pins (
     seal BLOB NOT NULL,
     failures INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS tombstones (uid BLOB PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS objects (
     uid BLOB PRIMARY KEY,
     attrs BLOB NOT NULL,
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS objects (
 ";
 
 impl Store {
-    pub fn open(dir: &Path) -> Result<Store> {
+    pub fn open(dir: &Path, file: &str) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::device(format!(
                 "cannot create instance directory {}: {e}",
@@ -67,7 +68,7 @@ impl Store {
             ))
         })?;
         restrict_permissions(dir);
-        let path = dir.join("instance.db");
+        let path = dir.join(file);
         let conn = Connection::open(&path)
             .map_err(|e| Error::device(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -105,6 +106,82 @@ impl Store {
         }
     }
 
+    pub fn meta(&self, k: &str) -> Result<Option<Vec<u8>>> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()?)
+    }
+
+    /// Start over: no objects, and exactly these secrets in `meta`. One transaction.
+    pub fn reset(&self, meta: &[(&str, &[u8])]) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM objects", [])?;
+        tx.execute("DELETE FROM tombstones", [])?;
+        for (k, v) in meta {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)",
+                params![k, v],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remember that a token object was destroyed, so members that missed it catch up.
+    pub fn add_tombstone(&self, uid: Uuid) -> Result<()> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT OR IGNORE INTO tombstones (uid) VALUES (?1)",
+            [uid.as_bytes().as_slice()],
+        )?;
+        Ok(())
+    }
+
+    pub fn tombstones(&self) -> Result<Vec<Uuid>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached("SELECT uid FROM tombstones")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Ok(u) = Uuid::from_slice(&r?) {
+                out.push(u);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn object(&self, uid: Uuid) -> Result<Option<StoredObject>> {
+        let conn = self.conn.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT attrs, material, sealed FROM objects WHERE uid = ?1")?;
+        Ok(stmt
+            .query_row([uid.as_bytes().as_slice()], |r| {
+                Ok(StoredObject {
+                    uid,
+                    attrs: r.get(0)?,
+                    material: r.get(1)?,
+                    sealed: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    pub fn object_ids(&self) -> Result<Vec<Uuid>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached("SELECT uid FROM objects")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let u = Uuid::from_slice(&r?).map_err(|_| Error::device("corrupt object id"))?;
+            out.push(u);
+        }
+        Ok(out)
+    }
+
     pub fn pin(&self, user: PinUser) -> Result<Option<PinRecord>> {
         let conn = self.conn.lock();
         let row = conn
@@ -128,6 +205,7 @@ impl Store {
         let mut conn = self.conn.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM objects", [])?;
+        tx.execute("DELETE FROM tombstones", [])?;
         tx.execute("DELETE FROM pins", [])?;
         tx.execute(
             "INSERT INTO pins (user, seal, failures) VALUES (?1, ?2, 0)",

@@ -1,0 +1,387 @@
+//! The cluster: which HSM instance serves a call. Reads and crypto go to one healthy
+//! member chosen by the balancing policy; a device-level failure marks the member
+//! unhealthy and the call moves to another; writes of token objects go to every
+//! healthy member and count once durable on `min_replicas`.
+
+pub mod metrics;
+
+use crate::config::{Balance, Config};
+use crate::error::{Error, Result};
+use crate::hsm::crypto::KeyMaterial;
+use crate::hsm::embedded::{EmbeddedInstance, StoredObject};
+use parking_lot::RwLock;
+use pkcs11_sys::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Counters of one member, as this process sees them.
+#[derive(Default)]
+pub struct Stats {
+    pub in_flight: AtomicU64,
+    pub ops: AtomicU64,
+    pub errors: AtomicU64,
+    pub latency_us: AtomicU64,
+}
+
+pub struct Member {
+    pub id: String,
+    pub kind: &'static str,
+    pub path: std::path::PathBuf,
+    instance: RwLock<Option<Arc<EmbeddedInstance>>>,
+    fault_file: Option<std::path::PathBuf>,
+    healthy: AtomicBool,
+    pub stats: Stats,
+}
+
+impl Member {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn set_healthy(&self, healthy: bool, why: &str) {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if was != healthy {
+            if healthy {
+                tracing::info!(instance = %self.id, "instance healthy: {why}");
+            } else {
+                tracing::warn!(instance = %self.id, "instance unhealthy: {why}");
+            }
+        }
+    }
+
+    /// The instance, opening it again if it could not be opened before.
+    pub fn instance(&self) -> Result<Arc<EmbeddedInstance>> {
+        if let Some(i) = &*self.instance.read() {
+            return Ok(i.clone());
+        }
+        let mut slot = self.instance.write();
+        if let Some(i) = &*slot {
+            return Ok(i.clone());
+        }
+        let i = Arc::new(EmbeddedInstance::open(
+            &self.id,
+            &self.path,
+            self.fault_file.clone(),
+        )?);
+        *slot = Some(i.clone());
+        Ok(i)
+    }
+
+    fn lease(self: &Arc<Self>) -> Lease {
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            member: self.clone(),
+            start: Instant::now(),
+        }
+    }
+}
+
+/// A call in progress on a member: counted in flight until dropped.
+pub struct Lease {
+    member: Arc<Member>,
+    start: Instant,
+}
+
+impl Lease {
+    pub fn member_id(&self) -> &str {
+        &self.member.id
+    }
+
+    pub fn failed(&self) {
+        self.member.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let s = &self.member.stats;
+        s.in_flight.fetch_sub(1, Ordering::Relaxed);
+        s.ops.fetch_add(1, Ordering::Relaxed);
+        s.latency_us
+            .fetch_add(self.start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+pub struct Cluster {
+    members: Vec<Arc<Member>>,
+    balance: Balance,
+    next: AtomicUsize,
+    min_replicas: usize,
+}
+
+impl Cluster {
+    pub fn open(cfg: &Config) -> Result<Cluster> {
+        let members: Vec<Arc<Member>> = cfg
+            .hsms
+            .iter()
+            .map(|h| {
+                let path = cfg.hsm_dir(h);
+                let opened = EmbeddedInstance::open(&h.id, &path, h.fault_file.clone());
+                let (instance, healthy) = match opened {
+                    Ok(i) => (Some(Arc::new(i)), true),
+                    Err(e) => {
+                        tracing::warn!(instance = %h.id, "cannot open instance: {e}");
+                        (None, false)
+                    }
+                };
+                Arc::new(Member {
+                    id: h.id.clone(),
+                    kind: "embedded",
+                    path,
+                    instance: RwLock::new(instance),
+                    fault_file: h.fault_file.clone(),
+                    healthy: AtomicBool::new(healthy),
+                    stats: Stats::default(),
+                })
+            })
+            .collect();
+        if members.is_empty() {
+            return Err(Error::general("the key store has no HSM instance"));
+        }
+        let min_replicas =
+            cfg.keystore
+                .min_replicas
+                .unwrap_or(if members.len() == 1 { 1 } else { 2 });
+        Ok(Cluster {
+            members,
+            balance: cfg.keystore.balance,
+            next: AtomicUsize::new(0),
+            min_replicas,
+        })
+    }
+
+    pub fn members(&self) -> &[Arc<Member>] {
+        &self.members
+    }
+
+    pub fn min_replicas(&self) -> usize {
+        self.min_replicas
+    }
+
+    /// Healthy members in the order the balancing policy prefers them.
+    fn order(&self) -> Vec<Arc<Member>> {
+        let mut healthy: Vec<Arc<Member>> = self
+            .members
+            .iter()
+            .filter(|m| m.is_healthy())
+            .cloned()
+            .collect();
+        match self.balance {
+            Balance::LeastOutstanding => {
+                // Ties broken by rotation so idle members share the load.
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                let n = healthy.len().max(1);
+                healthy.rotate_left(start % n);
+                healthy.sort_by_key(|m| m.stats.in_flight.load(Ordering::Relaxed));
+            }
+            Balance::RoundRobin => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                let n = healthy.len().max(1);
+                healthy.rotate_left(start % n);
+            }
+        }
+        healthy
+    }
+
+    /// Run `f` on one healthy member, moving to another on a device failure or when
+    /// the member lacks the key. Semantic errors are returned as they are.
+    pub fn run<T>(&self, f: impl Fn(&EmbeddedInstance) -> Result<T>) -> Result<(T, Lease)> {
+        let mut last: Option<Error> = None;
+        for m in self.order() {
+            let lease = m.lease();
+            let result = m.instance().and_then(|i| f(&i));
+            match result {
+                Ok(v) => return Ok((v, lease)),
+                Err(e) if e.is_device_failure() => {
+                    lease.failed();
+                    m.set_healthy(false, &e.msg);
+                    last = Some(e);
+                }
+                Err(e) if e.rv == CKR_KEY_HANDLE_INVALID => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(match last {
+            Some(e) if e.rv == CKR_KEY_HANDLE_INVALID => e,
+            Some(e) => Error::new(
+                CKR_DEVICE_ERROR,
+                format!("no healthy instance could serve the call (last: {})", e.msg),
+            ),
+            None => Error::new(CKR_DEVICE_ERROR, "no healthy HSM instance"),
+        })
+    }
+
+    /// Run `f` on every healthy member; returns how many succeeded. Device failures mark
+    /// members unhealthy.
+    pub fn each(&self, f: impl Fn(&EmbeddedInstance) -> Result<()>) -> (usize, Option<Error>) {
+        let mut ok = 0;
+        let mut err = None;
+        for m in self.members.iter().filter(|m| m.is_healthy()) {
+            match m.instance().and_then(|i| f(&i)) {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    if e.is_device_failure() {
+                        m.set_healthy(false, &e.msg);
+                    }
+                    err = Some(e);
+                }
+            }
+        }
+        (ok, err)
+    }
+
+    /// Keep a new object. Session objects live in memory on every member; token
+    /// objects are written to one member and replicated (domain-wrapped) to the rest,
+    /// and count as created once on `min_replicas` members — else nothing is left.
+    pub fn put_object(
+        &self,
+        uid: Uuid,
+        attrs: Vec<u8>,
+        material: Option<KeyMaterial>,
+        persistent: bool,
+    ) -> Result<()> {
+        if !persistent {
+            if let Some(m) = material {
+                let m = Arc::new(m);
+                for member in &self.members {
+                    if let Ok(i) = member.instance() {
+                        i.put_session_material(uid, m.clone());
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let healthy = self.members.iter().filter(|m| m.is_healthy()).count();
+        if healthy < self.min_replicas {
+            return Err(Error::new(
+                CKR_DEVICE_ERROR,
+                format!(
+                    "only {healthy} healthy instances; {} needed to create a key",
+                    self.min_replicas
+                ),
+            ));
+        }
+        let (source, lease) = self.run(|i| {
+            i.put_object(uid, attrs.clone(), material.clone(), true)?;
+            Ok(i.id().to_string())
+        })?;
+        drop(lease);
+        let mut copies = 1;
+        let mut exported: Option<StoredObject> = None;
+        for m in self
+            .members
+            .iter()
+            .filter(|m| m.is_healthy() && m.id != source)
+        {
+            let result = (|| {
+                if exported.is_none() {
+                    let src = self.member(&source)?.instance()?;
+                    exported = Some(src.export(uid)?);
+                }
+                let obj = exported
+                    .clone()
+                    .ok_or_else(|| Error::general("export vanished"))?;
+                m.instance()?.import(obj)
+            })();
+            match result {
+                Ok(()) => copies += 1,
+                Err(e) => {
+                    tracing::warn!(instance = %m.id, key = %uid, "replication failed: {e}");
+                    if e.is_device_failure() {
+                        m.set_healthy(false, &e.msg);
+                    }
+                }
+            }
+        }
+        if copies < self.min_replicas {
+            let _ = self.each(|i| i.destroy(uid, true));
+            return Err(Error::new(
+                CKR_DEVICE_ERROR,
+                format!(
+                    "key durable on {copies} instances; {} needed",
+                    self.min_replicas
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn member(&self, id: &str) -> Result<&Arc<Member>> {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| Error::general(format!("no instance {id}")))
+    }
+
+    /// Change a token object's attributes on every healthy member; a majority of all
+    /// members must take it.
+    pub fn update_attrs(&self, uid: Uuid, attrs: &[u8]) -> Result<()> {
+        let (ok, err) = self.each(|i| i.update_attrs(uid, attrs));
+        let majority = self.members.len() / 2 + 1;
+        if ok < majority {
+            return Err(
+                err.unwrap_or_else(|| Error::device("no majority of instances took the change"))
+            );
+        }
+        Ok(())
+    }
+
+    pub fn destroy(&self, uid: Uuid, persistent: bool) -> Result<()> {
+        if !persistent {
+            for m in &self.members {
+                if let Ok(i) = m.instance() {
+                    let _ = i.destroy(uid, false);
+                }
+            }
+            return Ok(());
+        }
+        let (ok, err) = self.each(|i| i.destroy(uid, true));
+        if ok == 0 {
+            return Err(err.unwrap_or_else(|| Error::device("no healthy HSM instance")));
+        }
+        Ok(())
+    }
+
+    /// Token objects: the union over healthy members.
+    pub fn load_objects(&self) -> Result<Vec<StoredObject>> {
+        let mut by_uid: HashMap<Uuid, StoredObject> = HashMap::new();
+        let mut any = false;
+        for m in self.members.iter().filter(|m| m.is_healthy()) {
+            match m.instance().and_then(|i| i.load_objects()) {
+                Ok(objs) => {
+                    any = true;
+                    for o in objs {
+                        by_uid.entry(o.uid).or_insert(o);
+                    }
+                }
+                Err(e) => m.set_healthy(false, &e.msg),
+            }
+        }
+        if !any {
+            return Err(Error::device("no healthy HSM instance"));
+        }
+        Ok(by_uid.into_values().collect())
+    }
+
+    /// Changes whenever any member's store changes or a member's health changes.
+    pub fn data_version(&self) -> Result<i64> {
+        let mut v: i64 = 0;
+        for (n, m) in self.members.iter().enumerate() {
+            if m.is_healthy() {
+                let d = m.instance().and_then(|i| i.data_version()).unwrap_or(-1);
+                v = v
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add(d)
+                    .wrapping_add(1 << (n % 60));
+            }
+        }
+        Ok(v)
+    }
+
+    pub fn material(&self, uid: Uuid) -> Result<Arc<KeyMaterial>> {
+        self.run(|i| i.material(uid)).map(|(m, _)| m)
+    }
+}

@@ -1,0 +1,360 @@
+//! The key store: one token over one cluster. It owns the token's identity and PINs
+//! (`keystore.db` in the key store's directory), the key store key that the PINs seal
+//! and that in turn seals every instance's key, and the repair of members that missed
+//! changes.
+
+use crate::cluster::{metrics, Cluster, Member};
+use crate::config::{Config, KdfConfig};
+use crate::error::{Error, Result};
+use crate::hsm::crypto;
+use crate::hsm::embedded::seal::{InstanceKey, PinSeal};
+use crate::hsm::embedded::store::Store;
+use crate::hsm::embedded::{PinStatus, PinUser, TokenRecord};
+use parking_lot::{Mutex, RwLock};
+use pkcs11_sys::*;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+pub struct KeyStore {
+    store: Store,
+    pub cluster: Cluster,
+    kdf: KdfConfig,
+    max_attempts: u32,
+    /// The key store key, present while someone is logged in.
+    key: RwLock<Option<InstanceKey>>,
+    metrics_dir: PathBuf,
+    /// Serialises repairs (background and on demand).
+    repairing: Mutex<()>,
+}
+
+/// What one repair did, for `cks hsm sync` and the log.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RepairReport {
+    pub instance: String,
+    pub initialised: bool,
+    pub copied: usize,
+    pub deleted: usize,
+    pub error: Option<String>,
+}
+
+impl KeyStore {
+    pub fn open(cfg: &Config) -> Result<KeyStore> {
+        let dir = cfg.data_dir();
+        Ok(KeyStore {
+            store: Store::open(&dir, "keystore.db")?,
+            cluster: Cluster::open(cfg)?,
+            kdf: cfg.kdf,
+            max_attempts: cfg.keystore.max_pin_attempts,
+            key: RwLock::new(None),
+            metrics_dir: dir.join("metrics"),
+            repairing: Mutex::new(()),
+        })
+    }
+
+    pub fn metrics_dir(&self) -> &std::path::Path {
+        &self.metrics_dir
+    }
+
+    pub fn token_record(&self) -> Result<Option<TokenRecord>> {
+        self.store.token()
+    }
+
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    pub fn pin_status(&self, user: PinUser) -> Result<PinStatus> {
+        Ok(match self.store.pin(user)? {
+            None => PinStatus::default(),
+            Some(rec) => PinStatus {
+                initialized: true,
+                failures: rec.failures,
+                locked: rec.failures >= self.max_attempts,
+            },
+        })
+    }
+
+    /// Verify a PIN, counting failures across processes; returns the key store key.
+    fn check_pin(&self, user: PinUser, pin: &[u8]) -> Result<InstanceKey> {
+        let rec = self.store.pin(user)?.ok_or_else(|| match user {
+            PinUser::User => Error::new(CKR_USER_PIN_NOT_INITIALIZED, "user PIN not initialised"),
+            PinUser::So => Error::new(CKR_TOKEN_NOT_RECOGNIZED, "token not initialised"),
+        })?;
+        if rec.failures >= self.max_attempts {
+            return Err(Error::new(
+                CKR_PIN_LOCKED,
+                "PIN locked after too many wrong attempts",
+            ));
+        }
+        match rec.seal.open(pin)? {
+            Some(k) => {
+                if rec.failures != 0 {
+                    self.store.reset_failures(user)?;
+                }
+                Ok(k)
+            }
+            None => {
+                let n = self.store.record_failure(user)?;
+                if n >= self.max_attempts {
+                    Err(Error::new(CKR_PIN_LOCKED, "wrong PIN; PIN now locked"))
+                } else {
+                    Err(Error::new(
+                        CKR_PIN_INCORRECT,
+                        format!("wrong PIN ({n} in a row)"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// `C_InitToken`: a token already initialised needs its SO PIN. Every reachable
+    /// member starts over with a fresh instance key and the new domain key.
+    pub fn init_token(&self, so_pin: &[u8], label: &str) -> Result<()> {
+        if self.store.token()?.is_some() {
+            self.check_pin(PinUser::So, so_pin)?;
+        }
+        let key = InstanceKey::generate();
+        let mut domain = Zeroizing::new([0u8; 32]);
+        crypto::random_bytes(&mut domain[..]);
+        let mut ok = 0;
+        for m in self.cluster.members() {
+            match m.instance().and_then(|i| i.initialize(&key, &domain[..])) {
+                Ok(()) => {
+                    ok += 1;
+                    m.set_healthy(true, "initialised");
+                }
+                Err(e) => m.set_healthy(false, &e.msg),
+            }
+        }
+        if ok == 0 {
+            return Err(Error::device("no HSM instance could be initialised"));
+        }
+        let mut serial = [0u8; 8];
+        crypto::random_bytes(&mut serial);
+        self.store.init_token(
+            label,
+            &hex::encode(serial),
+            &PinSeal::new(&key, so_pin, self.kdf)?,
+        )?;
+        *self.key.write() = None;
+        for m in self.cluster.members() {
+            if let Ok(i) = m.instance() {
+                i.lock(&[]);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn login(&self, user: PinUser, pin: &[u8]) -> Result<()> {
+        let key = self.check_pin(user, pin)?;
+        *self.key.write() = Some(key.clone());
+        let mut unlocked = 0;
+        for m in self.cluster.members() {
+            let r = m.instance().and_then(|i| match i.is_initialized()? {
+                true => i.unlock(&key),
+                false => Err(Error::device("instance is empty: it needs repair")),
+            });
+            match r {
+                Ok(()) => unlocked += 1,
+                Err(e) => m.set_healthy(false, &e.msg),
+            }
+        }
+        if unlocked == 0 {
+            *self.key.write() = None;
+            return Err(Error::device("no HSM instance could be unlocked"));
+        }
+        // Members that missed changes (or are new and empty) are brought up to date now.
+        self.repair_unhealthy();
+        Ok(())
+    }
+
+    pub fn logout(&self, token_uids: &[Uuid]) {
+        *self.key.write() = None;
+        for m in self.cluster.members() {
+            if let Ok(i) = m.instance() {
+                i.lock(token_uids);
+            }
+        }
+    }
+
+    /// `C_InitPIN`, with the SO logged in.
+    pub fn init_user_pin(&self, pin: &[u8]) -> Result<()> {
+        let key = self
+            .key
+            .read()
+            .clone()
+            .ok_or_else(|| Error::new(CKR_USER_NOT_LOGGED_IN, "log in as SO"))?;
+        self.store
+            .set_pin(PinUser::User, &PinSeal::new(&key, pin, self.kdf)?)
+    }
+
+    pub fn set_pin(&self, user: PinUser, old: &[u8], new: &[u8]) -> Result<()> {
+        let key = self.check_pin(user, old)?;
+        self.store
+            .set_pin(user, &PinSeal::new(&key, new, self.kdf)?)
+    }
+
+    pub fn destroy(&self, uid: Uuid, persistent: bool) -> Result<()> {
+        if persistent {
+            self.store.add_tombstone(uid)?;
+        }
+        self.cluster.destroy(uid, persistent)
+    }
+
+    /// Bring one member up to date: initialise it if it is new and empty, copy in the
+    /// token objects it lacks (domain-wrapped), apply deletions it missed. Needs the
+    /// key store key (someone logged in).
+    pub fn repair(&self, target: &Member) -> RepairReport {
+        let _g = self.repairing.lock();
+        let mut report = RepairReport {
+            instance: target.id.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = self.try_repair(target, &mut report) {
+            report.error = Some(e.msg.to_string());
+            target.set_healthy(false, &e.msg);
+        } else {
+            target.set_healthy(true, "repaired");
+        }
+        tracing::info!(instance = %report.instance, copied = report.copied, deleted = report.deleted, initialised = report.initialised, error = ?report.error, "repair");
+        report
+    }
+
+    fn try_repair(&self, target: &Member, report: &mut RepairReport) -> Result<()> {
+        let key = self.key.read().clone().ok_or_else(|| {
+            Error::new(
+                CKR_USER_NOT_LOGGED_IN,
+                "repair needs a login (the key store key)",
+            )
+        })?;
+        let t = target.instance()?;
+        t.probe()?;
+        let sources: Vec<_> = self
+            .cluster
+            .members()
+            .iter()
+            .filter(|m| m.id != target.id && m.is_healthy())
+            .filter_map(|m| m.instance().ok())
+            .filter(|i| i.is_unlocked())
+            .collect();
+        if !t.is_initialized()? {
+            let src = sources
+                .first()
+                .ok_or_else(|| Error::device("no healthy member to copy the domain key from"))?;
+            t.initialize(&key, &src.domain_key()?)?;
+            report.initialised = true;
+        } else if !t.is_unlocked() {
+            t.unlock(&key)?;
+        }
+        let tombstones: HashSet<Uuid> = self.store.tombstones()?.into_iter().collect();
+        let mut have: HashSet<Uuid> = t.object_ids()?.into_iter().collect();
+        for uid in have.iter().filter(|u| tombstones.contains(u)) {
+            t.destroy(*uid, true)?;
+            report.deleted += 1;
+        }
+        have.retain(|u| !tombstones.contains(u));
+        for src in &sources {
+            for uid in src.object_ids()? {
+                if have.contains(&uid) || tombstones.contains(&uid) {
+                    continue;
+                }
+                t.import(src.export(uid)?)?;
+                have.insert(uid);
+                report.copied += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Repair every member that is not healthy but answers its probe.
+    pub fn repair_unhealthy(&self) -> Vec<RepairReport> {
+        if self.key.read().is_none() {
+            return Vec::new();
+        }
+        self.cluster
+            .members()
+            .iter()
+            .filter(|m| !m.is_healthy())
+            .filter(|m| m.instance().and_then(|i| i.probe()).is_ok())
+            .map(|m| self.repair(m))
+            .collect()
+    }
+
+    /// `cks hsm sync`: repair every reachable member.
+    pub fn sync_all(&self) -> Vec<RepairReport> {
+        self.cluster
+            .members()
+            .iter()
+            .map(|m| self.repair(m))
+            .collect()
+    }
+
+    /// One round of background work: probe members, repair those that came back,
+    /// publish counters.
+    pub fn health_tick(&self) {
+        for m in self.cluster.members() {
+            if m.is_healthy() {
+                if let Err(e) = m.instance().and_then(|i| i.probe()) {
+                    m.set_healthy(false, &e.msg);
+                }
+            }
+        }
+        self.repair_unhealthy();
+        if let Err(e) = metrics::publish(&self.metrics_dir, &self.cluster) {
+            tracing::debug!("cannot publish metrics: {e}");
+        }
+    }
+}
+
+/// The background thread of a process: health probes, repair and metrics, once a
+/// second, until stopped.
+pub struct HealthThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HealthThread {
+    pub fn start(ks: Weak<KeyStore>) -> Option<HealthThread> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("cks-health".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    match ks.upgrade() {
+                        Some(ks) => ks.health_tick(),
+                        None => return,
+                    }
+                    for _ in 0..10 {
+                        if flag.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+            .ok()?;
+        Some(HealthThread {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for HealthThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
