@@ -97,11 +97,7 @@ impl Attributes {
 
     /// Encoding for the instance store.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let pairs: Vec<(u64, &[u8])> = self
-            .0
-            .iter()
-            .map(|(t, v)| (*t, v.as_slice()))
-            .collect();
+        let pairs: Vec<(u64, &[u8])> = self.0.iter().map(|(t, v)| (*t, v.as_slice())).collect();
         postcard::to_allocvec(&pairs).map_err(|e| Error::general(format!("encode attributes: {e}")))
     }
 

@@ -75,7 +75,8 @@ fn make_config() -> Result<(PathBuf, PathBuf), String> {
     let data_dir = dir.join("data");
     let config = format!(
         "[keystore]\nlabel = {}\ndata_dir = {}\n[kdf]\nmemory_kib = 8192\niterations = 1\n\
-         [[hsm]]\nid = \"hsm1\"\nkind = \"embedded\"\n",
+         [[hsm]]\nid = \"hsm1\"\nkind = \"embedded\"\n\
+         [[hsm]]\nid = \"hsm2\"\nkind = \"embedded\"\n",
         toml_str(TOKEN_LABEL),
         toml_str(&data_dir.to_string_lossy())
     );
