@@ -32,6 +32,20 @@ pub struct KeystoreConfig {
     /// How calls are spread over healthy instances.
     #[serde(default)]
     pub balance: Balance,
+    /// Shortest waiting period of a scheduled key deletion, in days (KMS: 7; tests
+    /// may use a fraction).
+    #[serde(default = "default_min_pending_days")]
+    pub min_pending_days: f64,
+    /// Waiting period when none is given (also for `C_DestroyObject` on a key).
+    #[serde(default = "default_pending_days")]
+    pub default_pending_days: f64,
+}
+
+fn default_min_pending_days() -> f64 {
+    7.0
+}
+fn default_pending_days() -> f64 {
+    30.0
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -50,6 +64,8 @@ impl Default for KeystoreConfig {
             max_pin_attempts: default_max_pin_attempts(),
             min_replicas: None,
             balance: Balance::default(),
+            min_pending_days: default_min_pending_days(),
+            default_pending_days: default_pending_days(),
         }
     }
 }
@@ -234,6 +250,15 @@ impl Config {
                     self.hsms.len()
                 )));
             }
+        }
+        let (min, def) = (
+            self.keystore.min_pending_days,
+            self.keystore.default_pending_days,
+        );
+        if !(0.0..=30.0).contains(&min) || !(min..=30.0).contains(&def) {
+            return Err(invalid(
+                "keystore: expected 0 <= min_pending_days <= default_pending_days <= 30".into(),
+            ));
         }
         if self.keystore.max_pin_attempts == 0 {
             return Err(invalid(

@@ -30,6 +30,9 @@ pub struct KeyStore {
     metrics_dir: PathBuf,
     /// Serialises repairs (background and on demand).
     repairing: Mutex<()>,
+    pub(crate) kms: crate::kms::lifecycle::KmsState,
+    /// (minimum, default) waiting period before a scheduled deletion, in days.
+    pub(crate) pending_days: (f64, f64),
 }
 
 /// What one repair did, for `cks hsm sync` and the log.
@@ -53,11 +56,33 @@ impl KeyStore {
             key: RwLock::new(None),
             metrics_dir: dir.join("metrics"),
             repairing: Mutex::new(()),
+            kms: Default::default(),
+            pending_days: (
+                cfg.keystore.min_pending_days,
+                cfg.keystore.default_pending_days,
+            ),
         })
     }
 
     pub fn metrics_dir(&self) -> &std::path::Path {
         &self.metrics_dir
+    }
+
+    pub(crate) fn store_tombstone(&self, uid: Uuid) -> Result<()> {
+        self.store.add_tombstone(uid)
+    }
+
+    pub(crate) fn store_meta(&self, k: &str, v: &[u8]) -> Result<()> {
+        self.store.set_meta(k, v)
+    }
+
+    pub(crate) fn read_meta(&self, k: &str) -> Result<Option<Vec<u8>>> {
+        self.store.meta(k)
+    }
+
+    /// Is someone logged in (the key store key in memory)?
+    pub fn is_unlocked(&self) -> bool {
+        self.key.read().is_some()
     }
 
     pub fn token_record(&self) -> Result<Option<TokenRecord>> {
@@ -252,6 +277,19 @@ impl KeyStore {
             t.unlock(&key)?;
         }
         let tombstones: HashSet<Uuid> = self.store.tombstones()?.into_iter().collect();
+        // Key metadata: the newest record of every key (lower generations are ignored).
+        for src in &sources {
+            for (id, g, meta) in src.load_cmks()? {
+                if !tombstones.contains(&id) {
+                    t.put_cmk(id, g, &meta)?;
+                }
+            }
+        }
+        for (id, _, _) in t.load_cmks()? {
+            if tombstones.contains(&id) {
+                t.delete_cmk(id)?;
+            }
+        }
         let mut have: HashSet<Uuid> = t.object_ids()?.into_iter().collect();
         for uid in have.iter().filter(|u| tombstones.contains(u)) {
             t.destroy(*uid, true)?;
@@ -305,6 +343,7 @@ impl KeyStore {
             }
         }
         self.repair_unhealthy();
+        self.run_due();
         if let Err(e) = metrics::publish(&self.metrics_dir, &self.cluster) {
             tracing::debug!("cannot publish metrics: {e}");
         }

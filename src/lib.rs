@@ -20,5 +20,6 @@ pub mod error;
 pub mod ffi;
 pub mod hsm;
 pub mod keystore;
+pub mod kms;
 pub mod provider;
 pub mod token;

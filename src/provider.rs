@@ -73,6 +73,8 @@ pub fn initialize(can_create_threads: bool) -> Result<()> {
         tracing::error!("cannot open the key store: {e}");
         Error::new(CKR_FUNCTION_FAILED, e.msg)
     })?;
+    // Deletions that fell due while no process was running happen now.
+    token.keystore().run_due();
     let health = if can_create_threads {
         HealthThread::start(Arc::downgrade(token.keystore()))
     } else {

@@ -381,6 +381,52 @@ impl Cluster {
         Ok(v)
     }
 
+    /// CMK metadata: for each key the record with the highest generation any healthy
+    /// member holds.
+    pub fn load_cmks(&self) -> Result<Vec<(Uuid, u64, Vec<u8>)>> {
+        let mut best: HashMap<Uuid, (u64, Vec<u8>)> = HashMap::new();
+        let mut any = false;
+        for m in self.members.iter().filter(|m| m.is_healthy()) {
+            match m.instance().and_then(|i| i.load_cmks()) {
+                Ok(records) => {
+                    any = true;
+                    for (id, g, meta) in records {
+                        if best.get(&id).is_none_or(|(bg, _)| g > *bg) {
+                            best.insert(id, (g, meta));
+                        }
+                    }
+                }
+                Err(e) => m.set_healthy(false, &e.msg),
+            }
+        }
+        if !any {
+            return Err(Error::device("no healthy HSM instance"));
+        }
+        Ok(best.into_iter().map(|(id, (g, m))| (id, g, m)).collect())
+    }
+
+    /// Write a CMK record; a majority of all members must hold it afterwards.
+    pub fn put_cmk(&self, id: Uuid, generation: u64, meta: &[u8]) -> Result<()> {
+        let (ok, err) = self.each(|i| i.put_cmk(id, generation, meta).map(|_| ()));
+        let majority = self.members.len() / 2 + 1;
+        if ok < majority {
+            return Err(err.unwrap_or_else(|| {
+                Error::device(format!(
+                    "key metadata reached {ok} instances; a majority ({majority}) is needed"
+                ))
+            }));
+        }
+        Ok(())
+    }
+
+    pub fn delete_cmk(&self, id: Uuid) -> Result<()> {
+        let (ok, err) = self.each(|i| i.delete_cmk(id));
+        if ok == 0 {
+            return Err(err.unwrap_or_else(|| Error::device("no healthy HSM instance")));
+        }
+        Ok(())
+    }
+
     pub fn material(&self, uid: Uuid) -> Result<Arc<KeyMaterial>> {
         self.run(|i| i.material(uid)).map(|(m, _)| m)
     }

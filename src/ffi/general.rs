@@ -86,21 +86,26 @@ pub unsafe extern "C" fn C_GetSlotList(
     list: CK_SLOT_ID_PTR,
     count: CK_ULONG_PTR,
 ) -> CK_RV {
-    with_provider("C_GetSlotList", |_| {
-        let _ = token_present; // the token is always present in its slot
+    with_provider("C_GetSlotList", |p| {
         if count.is_null() {
             return Err(Error::args("NULL count"));
         }
-        if list.is_null() {
-            *count = 1;
+        // A disconnected key store leaves its slot empty.
+        let n: CK_ULONG = if token_present != 0 && p.token.check_present().is_err() {
+            0
+        } else {
+            1
+        };
+        if list.is_null() || n == 0 {
+            *count = n;
             return Ok(CKR_OK);
         }
-        if *count < 1 {
-            *count = 1;
+        if *count < n {
+            *count = n;
             return Ok(CKR_BUFFER_TOO_SMALL);
         }
         *list = SLOT_ID;
-        *count = 1;
+        *count = n;
         Ok(CKR_OK)
     })
 }
@@ -117,7 +122,11 @@ pub unsafe extern "C" fn C_GetSlotInfo(slot: CK_SLOT_ID, info: CK_SLOT_INFO_PTR)
             &format!("cks key store {}", p.config.keystore.label),
         );
         pad(&mut info.manufacturerID, MANUFACTURER);
-        info.flags = CKF_TOKEN_PRESENT;
+        info.flags = if p.token.check_present().is_ok() {
+            CKF_TOKEN_PRESENT
+        } else {
+            0
+        };
         info.hardwareVersion = version();
         info.firmwareVersion = version();
         Ok(CKR_OK)

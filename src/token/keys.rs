@@ -62,7 +62,7 @@ pub fn unwrap_octet_string(v: &[u8]) -> &[u8] {
 }
 
 /// Public values of a key that its objects carry as attributes.
-fn public_attrs(attrs: &mut Attributes, m: &KeyMaterial, class: CK_OBJECT_CLASS) {
+pub(crate) fn public_attrs(attrs: &mut Attributes, m: &KeyMaterial, class: CK_OBJECT_CLASS) {
     if let Some(c) = m.curve() {
         attrs.set(CKA_EC_PARAMS, curve_params(c).to_vec());
         if class == CKO_PUBLIC_KEY {
@@ -167,8 +167,13 @@ impl Token {
         attrs.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
         attrs.set_ulong(CKA_KEY_GEN_MECHANISM, gen_mech);
         let uid = Uuid::new_v4();
+        let token = attrs.flag(CKA_TOKEN);
+        let described = describe(&attrs, key_type, len * 8);
         identity(&mut attrs, uid);
         let handle = self.add_object(h, uid, attrs, Some(crypto::generate_secret(len)))?;
+        if token {
+            self.register(h, uid, &[handle], None, described)?;
+        }
         tracing::info!(key = %uid, "secret key generated");
         Ok(handle)
     }
@@ -249,6 +254,9 @@ impl Token {
                 priv_attrs.set(CKA_ID, id.to_vec());
             }
         }
+        let token = priv_attrs.flag(CKA_TOKEN);
+        let bits = material.rsa_bits().unwrap_or(0);
+        let described = describe(&priv_attrs, key_type, bits);
         identity(&mut priv_attrs, key_id);
         if pub_attrs.get(CKA_ID).is_none_or(|v| v.is_empty()) {
             if let Some(id) = priv_attrs.get(CKA_ID) {
@@ -261,17 +269,45 @@ impl Token {
             }
         }
         pub_attrs.set(CKA_CKS_KEY_ID, key_id.to_string().into_bytes());
+        let pub_uid = Uuid::new_v4();
+        let pub_token = pub_attrs.flag(CKA_TOKEN);
         let priv_h = self.add_object(h, key_id, priv_attrs, Some(material))?;
-        let pub_h = match self.add_object(h, Uuid::new_v4(), pub_attrs, Some(public)) {
+        let pub_h = match self.add_object(h, pub_uid, pub_attrs, Some(public)) {
             Ok(ph) => ph,
             Err(e) => {
                 // Leave no half-made pair behind.
-                let _ = self.destroy_object(h, priv_h);
+                self.discard(priv_h);
                 return Err(e);
             }
         };
+        if token {
+            let public = pub_token.then_some(pub_uid);
+            self.register(h, key_id, &[priv_h, pub_h], public, described)?;
+        }
         tracing::info!(key = %key_id, "key pair generated");
         Ok((pub_h, priv_h))
+    }
+
+    /// A token key just generated becomes a CMK; if its record cannot be written, the
+    /// key is removed again (nothing half-made stays visible).
+    fn register(
+        &self,
+        _h: CK_SESSION_HANDLE,
+        key_id: Uuid,
+        handles: &[CK_OBJECT_HANDLE],
+        public: Option<Uuid>,
+        (spec, usage, alias): (String, String, Option<String>),
+    ) -> Result<()> {
+        let r =
+            self.keystore()
+                .register_cmk(key_id, key_id, public, spec, usage, alias, String::new());
+        if let Err(e) = r {
+            for &oh in handles {
+                self.discard(oh);
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     pub fn create_object(
@@ -566,6 +602,11 @@ impl Token {
                 ));
             }
         }
+        let what = match function {
+            CKF_DECRYPT | CKF_VERIFY | CKF_UNWRAP => crate::kms::lifecycle::Use::Unprotect,
+            _ => crate::kms::lifecycle::Use::Protect,
+        };
+        self.keystore().check_use(obj.uid, what)?;
         // Secret and private keys need the user whatever their CKA_PRIVATE says (tools
         // such as pkcs11-tool make token keys with CKA_PRIVATE=FALSE).
         let needs_user = obj.is_private() || matches!(class, CKO_SECRET_KEY | CKO_PRIVATE_KEY);
@@ -577,6 +618,45 @@ impl Token {
         }
         Ok(obj)
     }
+}
+
+/// Key spec, key usage and alias of a new CMK, from the key and its template.
+fn describe(
+    attrs: &Attributes,
+    key_type: CK_KEY_TYPE,
+    bits: usize,
+) -> (String, String, Option<String>) {
+    let spec = match key_type {
+        CKK_AES => format!("AES_{bits}"),
+        CKK_EC => match attrs.get(CKA_EC_PARAMS) {
+            Some(P384_OID) => "ECC_NIST_P384".to_string(),
+            _ => "ECC_NIST_P256".to_string(),
+        },
+        CKK_RSA => format!("RSA_{bits}"),
+        _ => format!("HMAC_{bits}"),
+    };
+    let usage = match key_type {
+        CKK_GENERIC_SECRET => "GENERATE_VERIFY_MAC",
+        CKK_EC => "SIGN_VERIFY",
+        CKK_RSA if attrs.flag(CKA_SIGN) => "SIGN_VERIFY",
+        CKK_RSA => "ENCRYPT_DECRYPT",
+        _ if !attrs.flag(CKA_ENCRYPT) && attrs.flag(CKA_WRAP) => "WRAP_UNWRAP",
+        _ => "ENCRYPT_DECRYPT",
+    };
+    // A label in the template becomes the key's alias when it is a valid alias name.
+    let alias = attrs
+        .get(CKA_LABEL)
+        .map(|l| String::from_utf8_lossy(l).to_string())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            if l.starts_with("alias/") {
+                l
+            } else {
+                format!("alias/{l}")
+            }
+        })
+        .filter(|a| crate::kms::check_alias(a).is_ok());
+    (spec.to_string(), usage.to_string(), alias)
 }
 
 fn material_key_type(m: &KeyMaterial) -> CK_KEY_TYPE {

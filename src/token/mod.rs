@@ -3,7 +3,7 @@
 //! store, which stands on the cluster of HSM instances.
 
 pub mod attribute;
-mod keys;
+pub(crate) mod keys;
 pub mod mechanisms;
 pub mod objects;
 mod ops;
@@ -88,6 +88,7 @@ impl Token {
     // ---- token information ------------------------------------------------------
 
     pub fn info(&self) -> Result<TokenInfo> {
+        self.check_present()?;
         let rec = self.keystore.token_record()?;
         let user = self.keystore.pin_status(PinUser::User)?;
         let so = self.keystore.pin_status(PinUser::So)?;
@@ -134,6 +135,7 @@ impl Token {
     // ---- PINs ---------------------------------------------------------------------
 
     pub fn init_token(&self, so_pin: &[u8], label: &str) -> Result<()> {
+        self.check_present()?;
         check_pin_len(so_pin)?;
         if !self.sessions.read().is_empty() {
             return Err(Error::new(
@@ -185,6 +187,7 @@ impl Token {
     // ---- sessions -----------------------------------------------------------------
 
     pub fn open_session(&self, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        self.check_present()?;
         if flags & CKF_SERIAL_SESSION == 0 {
             return Err(Error::new(
                 CKR_SESSION_PARALLEL_NOT_SUPPORTED,
@@ -211,7 +214,19 @@ impl Token {
         Ok(h)
     }
 
+    /// Refuse everything while the key store is disconnected (`cks keystore disconnect`).
+    pub fn check_present(&self) -> Result<()> {
+        if !self.keystore.is_connected() {
+            return Err(Error::new(
+                CKR_TOKEN_NOT_PRESENT,
+                "the key store is disconnected",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<Mutex<Session>>> {
+        self.check_present()?;
         self.sessions
             .read()
             .get(&h)
@@ -456,6 +471,9 @@ impl Token {
         types
             .iter()
             .map(|&t| {
+                if let Some(v) = self.vendor_attribute(&obj, t)? {
+                    return Ok(v);
+                }
                 Ok(match policy::read(&obj.attrs, t) {
                     Readable::Value(v) => AttrValue::Value(v.to_vec()),
                     Readable::Empty => AttrValue::Value(Vec::new()),
@@ -470,6 +488,45 @@ impl Token {
                 })
             })
             .collect()
+    }
+
+    /// The CMK attributes of include/cks_pkcs11.h, computed from the key's metadata
+    /// so that state changes show at once.
+    fn vendor_attribute(&self, obj: &Object, t: AttrType) -> Result<Option<AttrValue>> {
+        use policy::*;
+        if !(CKA_CKS_ARN..=CKA_CKS_DELETION_DATE).contains(&t) {
+            return Ok(None);
+        }
+        let Some((cmk, version)) = self.keystore.cmk_of(obj.uid)? else {
+            return Ok(if policy::is_known(obj.attrs.class(), t) {
+                Some(AttrValue::Value(Vec::new()))
+            } else {
+                None
+            });
+        };
+        let text = |s: String| Some(AttrValue::Value(s.into_bytes()));
+        Ok(match t {
+            CKA_CKS_ARN => text(cmk.arn(&self.keystore.keystore_id())),
+            CKA_CKS_KEY_STATE => {
+                let code = if self.keystore.is_connected() {
+                    cmk.state.code()
+                } else {
+                    crate::kms::STATE_UNAVAILABLE
+                };
+                Some(AttrValue::Value(attribute::ulong_bytes(code)))
+            }
+            CKA_CKS_KEY_SPEC => text(cmk.spec),
+            CKA_CKS_KEY_USAGE => text(cmk.usage),
+            CKA_CKS_KEY_VERSION => Some(AttrValue::Value(attribute::ulong_bytes(
+                version as CK_ULONG,
+            ))),
+            CKA_CKS_CREATION_DATE => text(crate::kms::rfc3339(cmk.created)),
+            _ => text(
+                cmk.deletion_date
+                    .map(crate::kms::rfc3339)
+                    .unwrap_or_default(),
+            ),
+        })
     }
 
     pub fn set_attributes(
@@ -491,6 +548,9 @@ impl Token {
         Ok(())
     }
 
+    /// `C_DestroyObject`. On a customer master key this schedules its deletion with the
+    /// default waiting period (the object stays, unusable, until the deletion is due or
+    /// cancelled), as a KMS would; other objects go at once.
     pub fn destroy_object(&self, h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE) -> Result<()> {
         let s = self.session(h)?;
         let obj = self.object(oh)?;
@@ -501,10 +561,26 @@ impl Token {
                 "object is not destroyable",
             ));
         }
+        if obj.is_token() {
+            if let Some((cmk, _)) = self.keystore.cmk_of(obj.uid)? {
+                if cmk.state != crate::kms::KeyState::PendingDeletion {
+                    self.keystore.schedule_deletion(&cmk.id.to_string(), None)?;
+                }
+                tracing::info!(key = %cmk.id, "C_DestroyObject on a key: deletion scheduled");
+                return Ok(());
+            }
+        }
         self.keystore.destroy(obj.uid, obj.is_token())?;
         self.objects.write().remove(oh);
         tracing::info!(uid = %obj.uid, token = obj.is_token(), "object destroyed");
         Ok(())
+    }
+
+    /// Remove an object at once, whatever it is (undoing a half-made creation).
+    pub(crate) fn discard(&self, oh: CK_OBJECT_HANDLE) {
+        if let Some(obj) = self.objects.write().remove(oh) {
+            let _ = self.keystore.destroy(obj.uid, obj.is_token());
+        }
     }
 
     pub fn object_size(&self, h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE) -> Result<usize> {

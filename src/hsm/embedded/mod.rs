@@ -184,6 +184,27 @@ impl EmbeddedInstance {
         self.store.load_objects()
     }
 
+    pub fn put_cmk(&self, id: Uuid, generation: u64, meta: &[u8]) -> Result<bool> {
+        self.check_fault()?;
+        self.store.put_cmk(id, generation, meta)
+    }
+
+    pub fn load_cmks(&self) -> Result<Vec<(Uuid, u64, Vec<u8>)>> {
+        self.check_fault()?;
+        self.store.load_cmks()
+    }
+
+    pub fn delete_cmk(&self, id: Uuid) -> Result<()> {
+        self.check_fault()?;
+        self.store.delete_cmk(id)
+    }
+
+    /// Does the instance hold this object? (The purge proof asks each instance.)
+    pub fn has_object(&self, uid: Uuid) -> Result<bool> {
+        self.check_fault()?;
+        Ok(self.store.object(uid)?.is_some())
+    }
+
     /// How many customer master keys (secret and private keys) the instance holds.
     pub fn key_count(&self) -> Result<usize> {
         self.check_fault()?;

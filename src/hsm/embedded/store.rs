@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS objects (
     material BLOB,
     sealed INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cmks (
+    id BLOB PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    meta BLOB NOT NULL
+);
 ";
 
 impl Store {
@@ -115,12 +120,22 @@ impl Store {
             .optional()?)
     }
 
+    pub fn set_meta(&self, k: &str, v: &[u8]) -> Result<()> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)",
+            params![k, v],
+        )?;
+        Ok(())
+    }
+
     /// Start over: no objects, and exactly these secrets in `meta`. One transaction.
     pub fn reset(&self, meta: &[(&str, &[u8])]) -> Result<()> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM objects", [])?;
         tx.execute("DELETE FROM tombstones", [])?;
+        tx.execute("DELETE FROM cmks", [])?;
         for (k, v) in meta {
             tx.execute(
                 "INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)",
@@ -306,6 +321,44 @@ impl Store {
             params![uid.as_bytes().as_slice(), attrs],
         )?;
         Ok(n == 1)
+    }
+
+    /// Store a CMK's metadata record unless a record of the same or a higher
+    /// generation is already there. Returns whether it was written.
+    pub fn put_cmk(&self, id: Uuid, generation: u64, meta: &[u8]) -> Result<bool> {
+        let conn = self.conn.lock();
+        let n = conn.execute(
+            "INSERT INTO cmks (id, generation, meta) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET generation = excluded.generation, meta = excluded.meta
+             WHERE excluded.generation > cmks.generation",
+            params![id.as_bytes().as_slice(), generation as i64, meta],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn load_cmks(&self) -> Result<Vec<(Uuid, u64, Vec<u8>)>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached("SELECT id, generation, meta FROM cmks")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, g, m) = row?;
+            let id = Uuid::from_slice(&id).map_err(|_| Error::device("corrupt key id"))?;
+            out.push((id, g as u64, m));
+        }
+        Ok(out)
+    }
+
+    pub fn delete_cmk(&self, id: Uuid) -> Result<()> {
+        let conn = self.conn.lock();
+        conn.execute("DELETE FROM cmks WHERE id = ?1", [id.as_bytes().as_slice()])?;
+        Ok(())
     }
 
     pub fn delete_object(&self, uid: Uuid) -> Result<bool> {

@@ -1,0 +1,483 @@
+//! The lifecycle of customer master keys: create (registration of keys the token
+//! generated), enable/disable, aliases, rotation, deletion windows and purge, and the
+//! key store's connect/disconnect switch. State changes reach running processes
+//! within a second: the hot path re-reads the records when the store changed, at most
+//! twice a second.
+
+use super::{check_alias, now, Cmk, KeyState, Registry, Version};
+use crate::error::{Error, Result};
+use crate::hsm::crypto::{self, KeyMaterial};
+use crate::keystore::KeyStore;
+use crate::token::attribute::Attributes;
+use parking_lot::{Mutex, RwLock};
+use pkcs11_sys::*;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const REFRESH: Duration = Duration::from_millis(500);
+const META_DISCONNECTED: &str = "disconnected";
+
+/// What a caller wants to do with a key (older versions only decrypt and verify).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Use {
+    Protect,
+    Unprotect,
+}
+
+#[derive(Default)]
+pub struct KmsState {
+    registry: RwLock<Registry>,
+    /// When the records were last compared with the store, and the store's version then.
+    checked: Mutex<Option<(Instant, i64)>>,
+    connected: Mutex<Option<(Instant, bool)>>,
+}
+
+/// Proof that a purge removed the material everywhere: each instance asked afterwards.
+#[derive(Serialize, Debug, Clone)]
+pub struct PurgeProof {
+    pub key_id: Uuid,
+    pub objects: Vec<Uuid>,
+    pub instances: Vec<InstanceProof>,
+    pub complete: bool,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct InstanceProof {
+    pub instance: String,
+    /// Objects of the key the instance still holds (must be none).
+    pub remaining: usize,
+    pub metadata_remaining: bool,
+    pub checked_at: String,
+    pub error: Option<String>,
+}
+
+fn not_found(name: &str) -> Error {
+    Error::new(
+        CKR_ARGUMENTS_BAD,
+        format!("no key {name:?} (give a key id, ARN or alias)"),
+    )
+}
+
+impl KeyStore {
+    /// The key store id that ARNs carry: the token's serial number.
+    pub fn keystore_id(&self) -> String {
+        self.token_record()
+            .ok()
+            .flatten()
+            .map(|r| r.serial)
+            .unwrap_or_default()
+    }
+
+    /// Re-read key metadata if the store changed (checked at most every 500 ms unless forced).
+    pub fn refresh_cmks(&self, force: bool) -> Result<()> {
+        let mut checked = self.kms.checked.lock();
+        if !force {
+            if let Some((at, _)) = *checked {
+                if at.elapsed() < REFRESH {
+                    return Ok(());
+                }
+            }
+        }
+        let version = self.cluster.data_version()?;
+        if !force && checked.is_some_and(|(_, v)| v == version) {
+            *checked = Some((Instant::now(), version));
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for (_, _, meta) in self.cluster.load_cmks()? {
+            match Cmk::decode(&meta) {
+                Ok(c) => records.push(c),
+                Err(e) => tracing::error!("skipping unreadable key metadata: {e}"),
+            }
+        }
+        *self.kms.registry.write() = Registry::from_records(records);
+        *checked = Some((Instant::now(), version));
+        Ok(())
+    }
+
+    pub fn with_cmks<T>(&self, f: impl FnOnce(&Registry) -> T) -> Result<T> {
+        self.refresh_cmks(false)?;
+        Ok(f(&self.kms.registry.read()))
+    }
+
+    /// May this object be used for `what`? Objects that are no CMK pass.
+    pub fn check_use(&self, object: Uuid, what: Use) -> Result<()> {
+        self.refresh_cmks(false)?;
+        let reg = self.kms.registry.read();
+        let Some((cmk, version)) = reg.for_object(object) else {
+            return Ok(());
+        };
+        if cmk.state != KeyState::Enabled {
+            tracing::warn!(key = %cmk.id, state = ?cmk.state, "key use refused: the key is not enabled");
+            return Err(Error::new(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                format!("key {} is {:?}", cmk.id, cmk.state),
+            ));
+        }
+        let latest = cmk.latest().map(|v| v.version).unwrap_or(version);
+        if what == Use::Protect && version != latest {
+            return Err(Error::new(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                format!("version {version} of key {} only decrypts and verifies; version {latest} is current", cmk.id),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The CMK (clone) and version an object belongs to.
+    pub fn cmk_of(&self, object: Uuid) -> Result<Option<(Cmk, u32)>> {
+        self.with_cmks(|r| r.for_object(object).map(|(c, v)| (c.clone(), v)))
+    }
+
+    pub fn resolve(&self, name: &str) -> Result<Cmk> {
+        self.with_cmks(|r| r.resolve(name).cloned())?
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// Write a changed record (generation + 1) to a majority of instances.
+    pub fn save_cmk(&self, mut cmk: Cmk) -> Result<Cmk> {
+        cmk.generation += 1;
+        self.cluster
+            .put_cmk(cmk.id, cmk.generation, &cmk.encode()?)?;
+        self.kms.registry.write().insert(cmk.clone());
+        Ok(cmk)
+    }
+
+    /// A key the token just generated becomes a CMK (version 1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn register_cmk(
+        &self,
+        id: Uuid,
+        object: Uuid,
+        public_object: Option<Uuid>,
+        spec: String,
+        usage: String,
+        alias: Option<String>,
+        description: String,
+    ) -> Result<Cmk> {
+        self.refresh_cmks(true)?;
+        let mut aliases = Vec::new();
+        if let Some(a) = alias {
+            match (check_alias(&a), self.kms.registry.read().alias_owner(&a)) {
+                (Ok(()), None) => aliases.push(a),
+                (Ok(()), Some(owner)) => {
+                    tracing::info!(alias = %a, owner = %owner, "alias already in use; the new key has none")
+                }
+                (Err(_), _) => {}
+            }
+        }
+        let t = now();
+        let cmk = Cmk {
+            id,
+            generation: 0,
+            aliases,
+            description,
+            spec,
+            usage,
+            state: KeyState::Enabled,
+            created: t,
+            deletion_date: None,
+            rotation_days: None,
+            versions: vec![Version {
+                version: 1,
+                object,
+                public_object,
+                created: t,
+            }],
+        };
+        self.save_cmk(cmk)
+    }
+
+    fn change(&self, name: &str, f: impl FnOnce(&mut Cmk) -> Result<()>) -> Result<Cmk> {
+        self.refresh_cmks(true)?;
+        let mut cmk = self.resolve(name)?;
+        f(&mut cmk)?;
+        let saved = self.save_cmk(cmk)?;
+        tracing::info!(key = %saved.id, state = ?saved.state, generation = saved.generation, "key changed");
+        Ok(saved)
+    }
+
+    pub fn enable(&self, name: &str) -> Result<Cmk> {
+        self.change(name, |c| match c.state {
+            KeyState::PendingDeletion => Err(invalid_state(c, "cancel the deletion first")),
+            _ => {
+                c.state = KeyState::Enabled;
+                Ok(())
+            }
+        })
+    }
+
+    pub fn disable(&self, name: &str) -> Result<Cmk> {
+        self.change(name, |c| match c.state {
+            KeyState::PendingDeletion => Err(invalid_state(c, "the key is pending deletion")),
+            _ => {
+                c.state = KeyState::Disabled;
+                Ok(())
+            }
+        })
+    }
+
+    /// Schedule deletion after `days` (within the configured window).
+    pub fn schedule_deletion(&self, name: &str, days: Option<f64>) -> Result<Cmk> {
+        let (min, default) = (self.pending_days.0, self.pending_days.1);
+        let days = days.unwrap_or(default);
+        if !(min..=30.0).contains(&days) {
+            return Err(Error::new(
+                CKR_ARGUMENTS_BAD,
+                format!("the waiting period must be {min} to 30 days"),
+            ));
+        }
+        self.change(name, |c| {
+            if c.state == KeyState::PendingDeletion {
+                return Err(invalid_state(c, "deletion is already scheduled"));
+            }
+            c.state = KeyState::PendingDeletion;
+            c.deletion_date = Some(now() + (days * 86_400.0).ceil() as i64);
+            Ok(())
+        })
+    }
+
+    /// Cancel a scheduled deletion; as in KMS the key comes back disabled.
+    pub fn cancel_deletion(&self, name: &str) -> Result<Cmk> {
+        self.change(name, |c| {
+            if c.state != KeyState::PendingDeletion {
+                return Err(invalid_state(c, "no deletion is scheduled"));
+            }
+            c.state = KeyState::Disabled;
+            c.deletion_date = None;
+            Ok(())
+        })
+    }
+
+    /// Point `alias` at the key named `name` (moving it if another key had it).
+    pub fn set_alias(&self, name: &str, alias: &str) -> Result<Cmk> {
+        check_alias(alias)?;
+        self.refresh_cmks(true)?;
+        let target = self.resolve(name)?;
+        if let Some(owner) = self.with_cmks(|r| r.alias_owner(alias))? {
+            if owner == target.id {
+                return Ok(target);
+            }
+            self.change(&owner.to_string(), |c| {
+                c.aliases.retain(|a| a != alias);
+                Ok(())
+            })?;
+        }
+        self.change(&target.id.to_string(), |c| {
+            c.aliases.push(alias.to_string());
+            Ok(())
+        })
+    }
+
+    pub fn remove_alias(&self, alias: &str) -> Result<Cmk> {
+        self.change(alias, |c| {
+            c.aliases.retain(|a| a != alias);
+            Ok(())
+        })
+    }
+
+    pub fn set_rotation(&self, name: &str, days: Option<u32>) -> Result<Cmk> {
+        self.change(name, |c| {
+            c.rotation_days = days;
+            Ok(())
+        })
+    }
+
+    /// Add a version: new material of the same kind, new objects with the same
+    /// attributes; older versions keep decrypting and verifying. Needs the user logged in.
+    pub fn rotate(&self, name: &str) -> Result<Cmk> {
+        self.refresh_cmks(true)?;
+        let cmk = self.resolve(name)?;
+        if cmk.state != KeyState::Enabled {
+            return Err(invalid_state(&cmk, "only enabled keys rotate"));
+        }
+        let latest = cmk
+            .latest()
+            .cloned()
+            .ok_or_else(|| Error::general("key has no version"))?;
+        let old = self.cluster.material(latest.object)?;
+        let fresh = match &*old {
+            KeyMaterial::Secret(v) => crypto::generate_secret(v.len()),
+            m if m.curve().is_some() => {
+                crypto::generate_ec(m.curve().ok_or_else(|| Error::general("curve"))?)
+            }
+            m => crypto::generate_rsa(
+                m.rsa_bits()
+                    .ok_or_else(|| Error::general("not a rotatable key"))?,
+                &m.rsa_public_exponent().unwrap_or_default(),
+            )?,
+        };
+        let version = latest.version + 1;
+        let object = Uuid::new_v4();
+        let (attrs, _) = self.cluster.run(|i| i.export(latest.object))?;
+        let mut attrs = Attributes::decode(&attrs.attrs)?;
+        let public = fresh.public_material();
+        crate::token::keys::public_attrs(&mut attrs, &fresh, CKO_PRIVATE_KEY);
+        let mut public_object = None;
+        let mut public_stored = None;
+        if let (Some(pub_uid), Some(pm)) = (latest.public_object, public) {
+            let (p, _) = self.cluster.run(|i| i.export(pub_uid))?;
+            let mut pattrs = Attributes::decode(&p.attrs)?;
+            crate::token::keys::public_attrs(&mut pattrs, &pm, CKO_PUBLIC_KEY);
+            public_stored = Some((pattrs, pm));
+            public_object = Some(Uuid::new_v4());
+        }
+        self.cluster
+            .put_object(object, attrs.encode()?, Some(fresh), true)?;
+        if let (Some(uid), Some((pattrs, pm))) = (public_object, public_stored) {
+            self.cluster
+                .put_object(uid, pattrs.encode()?, Some(pm), true)?;
+        }
+        // Older versions step aside: the label names the current version only.
+        for uid in std::iter::once(latest.object).chain(latest.public_object) {
+            let (o, _) = self.cluster.run(|i| i.export(uid))?;
+            let mut a = Attributes::decode(&o.attrs)?;
+            let label = String::from_utf8_lossy(a.get(CKA_LABEL).unwrap_or_default()).to_string();
+            a.set(
+                CKA_LABEL,
+                format!("{label}#v{}", latest.version).into_bytes(),
+            );
+            self.cluster.update_attrs(uid, &a.encode()?)?;
+        }
+        let saved = self.change(&cmk.id.to_string(), |c| {
+            c.versions.push(Version {
+                version,
+                object,
+                public_object,
+                created: now(),
+            });
+            Ok(())
+        })?;
+        tracing::info!(key = %cmk.id, version, "key rotated");
+        Ok(saved)
+    }
+
+    /// Destroy every version's material on every instance, then ask each instance
+    /// whether anything is left. The key's record goes too.
+    pub fn purge(&self, name: &str) -> Result<PurgeProof> {
+        self.refresh_cmks(true)?;
+        let cmk = self.resolve(name)?;
+        let objects: Vec<Uuid> = cmk.objects().collect();
+        for uid in &objects {
+            self.destroy(*uid, true)?;
+        }
+        self.store_tombstone(cmk.id)?;
+        self.cluster.delete_cmk(cmk.id)?;
+        self.kms.registry.write().remove(cmk.id);
+        let instances: Vec<InstanceProof> = self
+            .cluster
+            .members()
+            .iter()
+            .map(|m| {
+                let checked_at = super::rfc3339(now());
+                match m.instance().and_then(|i| {
+                    let mut remaining = 0;
+                    for uid in &objects {
+                        remaining += i.has_object(*uid)? as usize;
+                    }
+                    let meta = i.load_cmks()?.iter().any(|(id, _, _)| *id == cmk.id);
+                    Ok((remaining, meta))
+                }) {
+                    Ok((remaining, metadata_remaining)) => InstanceProof {
+                        instance: m.id.clone(),
+                        remaining,
+                        metadata_remaining,
+                        checked_at,
+                        error: None,
+                    },
+                    Err(e) => InstanceProof {
+                        instance: m.id.clone(),
+                        remaining: 0,
+                        metadata_remaining: false,
+                        checked_at,
+                        error: Some(format!("{e}; it will be purged when it returns")),
+                    },
+                }
+            })
+            .collect();
+        let complete = instances
+            .iter()
+            .all(|p| p.error.is_none() && p.remaining == 0 && !p.metadata_remaining);
+        tracing::info!(key = %cmk.id, complete, "key purged");
+        Ok(PurgeProof {
+            key_id: cmk.id,
+            objects,
+            instances,
+            complete,
+        })
+    }
+
+    /// Deletions that are due, and automatic rotations (when logged in).
+    pub fn run_due(&self) -> Vec<PurgeProof> {
+        if self.refresh_cmks(false).is_err() {
+            return Vec::new();
+        }
+        let t = now();
+        let (due, rotate): (Vec<Uuid>, Vec<Uuid>) = {
+            let reg = self.kms.registry.read();
+            let due = reg
+                .cmks
+                .values()
+                .filter(|c| {
+                    c.state == KeyState::PendingDeletion && c.deletion_date.is_some_and(|d| d <= t)
+                })
+                .map(|c| c.id)
+                .collect();
+            let rotate = reg
+                .cmks
+                .values()
+                .filter(|c| c.state == KeyState::Enabled)
+                .filter(|c| match (c.rotation_days, c.latest()) {
+                    (Some(d), Some(v)) => v.created + i64::from(d) * 86_400 <= t,
+                    _ => false,
+                })
+                .map(|c| c.id)
+                .collect();
+            (due, rotate)
+        };
+        let mut proofs = Vec::new();
+        for id in due {
+            match self.purge(&id.to_string()) {
+                Ok(p) => proofs.push(p),
+                Err(e) => tracing::warn!(key = %id, "scheduled deletion failed, will retry: {e}"),
+            }
+        }
+        if self.is_unlocked() {
+            for id in rotate {
+                if let Err(e) = self.rotate(&id.to_string()) {
+                    tracing::warn!(key = %id, "automatic rotation failed: {e}");
+                }
+            }
+        }
+        proofs
+    }
+
+    /// Connect or disconnect the key store for every process (key material untouched).
+    pub fn set_connected(&self, connected: bool) -> Result<()> {
+        self.store_meta(META_DISCONNECTED, if connected { b"0" } else { b"1" })?;
+        *self.kms.connected.lock() = Some((Instant::now(), connected));
+        tracing::info!(connected, "key store connection changed");
+        Ok(())
+    }
+
+    /// Whether the key store is connected (re-read at most every 500 ms).
+    pub fn is_connected(&self) -> bool {
+        let mut c = self.kms.connected.lock();
+        if let Some((at, v)) = *c {
+            if at.elapsed() < REFRESH {
+                return v;
+            }
+        }
+        let v = !matches!(self.read_meta(META_DISCONNECTED), Ok(Some(x)) if x == b"1");
+        *c = Some((Instant::now(), v));
+        v
+    }
+}
+
+fn invalid_state(c: &Cmk, why: &str) -> Error {
+    Error::new(
+        CKR_FUNCTION_FAILED,
+        format!("key {} is {:?}: {why}", c.id, c.state),
+    )
+}

@@ -1,0 +1,267 @@
+//! Customer master keys: KMS-style metadata over the keys the HSMs hold — id, ARN,
+//! aliases, spec, usage, state, versions, deletion date. A record is kept in every
+//! instance with a generation number; the highest generation wins and lagging members
+//! are repaired. This module knows nothing of PKCS#11 sessions; `lifecycle` maps CMKs
+//! to the token's objects.
+
+pub mod lifecycle;
+
+use crate::error::{Error, Result};
+use pkcs11_sys::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+}
+
+impl KeyState {
+    /// `CKA_CKS_KEY_STATE` values (include/cks_pkcs11.h).
+    pub fn code(self) -> CK_ULONG {
+        match self {
+            KeyState::Enabled => 0,
+            KeyState::Disabled => 1,
+            KeyState::PendingDeletion => 2,
+        }
+    }
+}
+
+pub const STATE_UNAVAILABLE: CK_ULONG = 3;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub version: u32,
+    /// The secret or private key object of this version.
+    pub object: Uuid,
+    /// The public half of an asymmetric version.
+    pub public_object: Option<Uuid>,
+    pub created: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Cmk {
+    pub id: Uuid,
+    pub generation: u64,
+    pub aliases: Vec<String>,
+    pub description: String,
+    /// `AES_256`, `ECC_NIST_P256`, `ECC_NIST_P384`, `RSA_2048`… `HMAC_256`.
+    pub spec: String,
+    /// `ENCRYPT_DECRYPT`, `SIGN_VERIFY`, `GENERATE_VERIFY_MAC`, `WRAP_UNWRAP`.
+    pub usage: String,
+    pub state: KeyState,
+    pub created: i64,
+    pub deletion_date: Option<i64>,
+    /// Days between automatic rotations; `None`: rotate by hand only.
+    pub rotation_days: Option<u32>,
+    pub versions: Vec<Version>,
+}
+
+impl Cmk {
+    pub fn arn(&self, keystore_id: &str) -> String {
+        format!("arn:cks:kms:{keystore_id}:key/{}", self.id)
+    }
+
+    pub fn latest(&self) -> Option<&Version> {
+        self.versions.iter().max_by_key(|v| v.version)
+    }
+
+    pub fn version_of(&self, object: Uuid) -> Option<&Version> {
+        self.versions
+            .iter()
+            .find(|v| v.object == object || v.public_object == Some(object))
+    }
+
+    pub fn primary_alias(&self) -> Option<&str> {
+        self.aliases.first().map(String::as_str)
+    }
+
+    /// Every object that holds this key's material or its public half.
+    pub fn objects(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.versions
+            .iter()
+            .flat_map(|v| std::iter::once(v.object).chain(v.public_object))
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| Error::general(format!("encode key metadata: {e}")))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Cmk> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::device(format!("corrupt key metadata: {e}")))
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 (UTC) for a unix time, e.g. `2026-11-28T18:07:57Z`.
+pub fn rfc3339(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// An alias is `alias/` followed by letters, digits, `/`, `_`, `-` (as in KMS).
+pub fn check_alias(alias: &str) -> Result<()> {
+    let ok = alias.strip_prefix("alias/").is_some_and(|n| {
+        !n.is_empty()
+            && n.len() <= 250
+            && !n.starts_with("aws/")
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c))
+    });
+    if !ok {
+        return Err(Error::new(
+            CKR_ARGUMENTS_BAD,
+            format!("{alias:?} is not an alias: expected alias/NAME (letters, digits, / _ -)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The CMKs as this process last read them, indexed for the hot path.
+#[derive(Default)]
+pub struct Registry {
+    pub cmks: HashMap<Uuid, Cmk>,
+    /// object uid → (CMK id, version)
+    by_object: HashMap<Uuid, (Uuid, u32)>,
+}
+
+impl Registry {
+    pub fn from_records(records: impl IntoIterator<Item = Cmk>) -> Registry {
+        let mut r = Registry::default();
+        for c in records {
+            r.insert(c);
+        }
+        r
+    }
+
+    pub fn insert(&mut self, c: Cmk) {
+        if let Some(old) = self.cmks.get(&c.id) {
+            if old.generation > c.generation {
+                return;
+            }
+            let objs: Vec<Uuid> = old.objects().collect();
+            for o in objs {
+                self.by_object.remove(&o);
+            }
+        }
+        for v in &c.versions {
+            self.by_object.insert(v.object, (c.id, v.version));
+            if let Some(p) = v.public_object {
+                self.by_object.insert(p, (c.id, v.version));
+            }
+        }
+        self.cmks.insert(c.id, c);
+    }
+
+    pub fn remove(&mut self, id: Uuid) {
+        if let Some(old) = self.cmks.remove(&id) {
+            for o in old.objects() {
+                self.by_object.remove(&o);
+            }
+        }
+    }
+
+    /// The CMK and version an object belongs to.
+    pub fn for_object(&self, object: Uuid) -> Option<(&Cmk, u32)> {
+        let (id, v) = self.by_object.get(&object)?;
+        Some((self.cmks.get(id)?, *v))
+    }
+
+    /// A key named by id, ARN or alias.
+    pub fn resolve(&self, name: &str) -> Option<&Cmk> {
+        let id_part = name.rsplit_once("key/").map(|(_, id)| id).unwrap_or(name);
+        if let Ok(id) = Uuid::parse_str(id_part) {
+            return self.cmks.get(&id);
+        }
+        self.cmks
+            .values()
+            .find(|c| c.aliases.iter().any(|a| a == name))
+    }
+
+    pub fn alias_owner(&self, alias: &str) -> Option<Uuid> {
+        self.cmks
+            .values()
+            .find(|c| c.aliases.iter().any(|a| a == alias))
+            .map(|c| c.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_886_877), "2026-11-28T18:07:57Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn aliases() {
+        assert!(check_alias("alias/tde-master_1").is_ok());
+        assert!(check_alias("tde").is_err());
+        assert!(check_alias("alias/").is_err());
+        assert!(check_alias("alias/a b").is_err());
+    }
+
+    #[test]
+    fn registry_keeps_the_highest_generation() {
+        let id = Uuid::new_v4();
+        let obj = Uuid::new_v4();
+        let mk = |g, state| Cmk {
+            id,
+            generation: g,
+            aliases: vec!["alias/x".into()],
+            description: String::new(),
+            spec: "AES_256".into(),
+            usage: "ENCRYPT_DECRYPT".into(),
+            state,
+            created: 0,
+            deletion_date: None,
+            rotation_days: None,
+            versions: vec![Version {
+                version: 1,
+                object: obj,
+                public_object: None,
+                created: 0,
+            }],
+        };
+        let mut r = Registry::default();
+        r.insert(mk(2, KeyState::Disabled));
+        r.insert(mk(1, KeyState::Enabled));
+        assert_eq!(r.for_object(obj).unwrap().0.state, KeyState::Disabled);
+        assert_eq!(r.resolve("alias/x").unwrap().id, id);
+        assert_eq!(
+            r.resolve(&format!("arn:cks:kms:abc:key/{id}")).unwrap().id,
+            id
+        );
+    }
+}
