@@ -13,6 +13,8 @@ pub struct Config {
     pub kdf: KdfConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
     #[serde(default, rename = "hsm")]
     pub hsms: Vec<HsmConfig>,
 }
@@ -198,6 +200,7 @@ impl Config {
             keystore: KeystoreConfig::default(),
             kdf: KdfConfig::default(),
             log: LogConfig::default(),
+            audit: Default::default(),
             hsms: ["hsm1", "hsm2"]
                 .iter()
                 .map(|id| HsmConfig {
@@ -281,6 +284,15 @@ impl Config {
             .data_dir
             .clone()
             .unwrap_or_else(default_data_dir)
+    }
+
+    /// The audit log's directory (default `<data_dir>/audit`).
+    pub fn audit_dir(&self) -> PathBuf {
+        if self.audit.dir.as_os_str().is_empty() {
+            self.data_dir().join("audit")
+        } else {
+            self.audit.dir.clone()
+        }
     }
 
     pub fn hsm_dir(&self, hsm: &HsmConfig) -> PathBuf {

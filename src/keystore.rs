@@ -3,6 +3,7 @@
 //! and that in turn seals every instance's key, and the repair of members that missed
 //! changes.
 
+use crate::audit::{ops, AuditLog, Event};
 use crate::cluster::{metrics, Cluster, Member};
 use crate::config::{Config, KdfConfig};
 use crate::error::{Error, Result};
@@ -22,6 +23,7 @@ use zeroize::Zeroizing;
 
 pub struct KeyStore {
     store: Store,
+    pub audit: Arc<AuditLog>,
     pub cluster: Cluster,
     kdf: KdfConfig,
     max_attempts: u32,
@@ -48,9 +50,21 @@ pub struct RepairReport {
 impl KeyStore {
     pub fn open(cfg: &Config) -> Result<KeyStore> {
         let dir = cfg.data_dir();
+        let mut audit_cfg = cfg.audit.clone();
+        audit_cfg.dir = cfg.audit_dir();
+        let audit = Arc::new(AuditLog::open(&audit_cfg).map_err(|e| {
+            Error::new(
+                CKR_FUNCTION_FAILED,
+                format!(
+                    "cannot open the audit log in {}: {e}",
+                    audit_cfg.dir.display()
+                ),
+            )
+        })?);
         Ok(KeyStore {
             store: Store::open(&dir, "keystore.db")?,
-            cluster: Cluster::open(cfg)?,
+            cluster: Cluster::open(cfg, &audit)?,
+            audit,
             kdf: cfg.kdf,
             max_attempts: cfg.keystore.max_pin_attempts,
             key: RwLock::new(None),
@@ -66,6 +80,23 @@ impl KeyStore {
 
     pub fn metrics_dir(&self) -> &std::path::Path {
         &self.metrics_dir
+    }
+
+    /// Record an administrative action. With `sync` durability a record that cannot be
+    /// written fails the action.
+    pub fn audit_admin(
+        &self,
+        op: &'static str,
+        result: &'static str,
+        key: Option<Uuid>,
+        reason: Option<String>,
+        detail: Option<serde_json::Value>,
+    ) -> Result<()> {
+        let mut e = Event::new(op, result);
+        e.key_id = key.map(|k| Arc::from(k.to_string().as_str()));
+        e.reason = reason;
+        e.detail = detail;
+        self.audit.record(e).map_err(Error::from)
     }
 
     pub(crate) fn store_tombstone(&self, uid: Uuid) -> Result<()> {
@@ -247,6 +278,20 @@ impl KeyStore {
             target.set_healthy(true, "repaired");
         }
         tracing::info!(instance = %report.instance, copied = report.copied, deleted = report.deleted, initialised = report.initialised, error = ?report.error, "repair");
+        let mut e = Event::new(
+            ops::INSTANCE_REPAIR,
+            if report.error.is_none() {
+                "CKR_OK"
+            } else {
+                "CKR_DEVICE_ERROR"
+            },
+        );
+        e.instance = Some(target.name.clone());
+        e.detail = serde_json::to_value(&report).ok();
+        e.reason = report.error.clone();
+        if let Err(err) = self.audit.record(e) {
+            tracing::error!("audit: {err}");
+        }
         report
     }
 

@@ -28,6 +28,9 @@ pub struct Stats {
 
 pub struct Member {
     pub id: String,
+    /// The id, shared cheaply with audit records.
+    pub name: Arc<str>,
+    audit: Arc<crate::audit::AuditLog>,
     pub kind: &'static str,
     pub path: std::path::PathBuf,
     instance: RwLock<Option<Arc<EmbeddedInstance>>>,
@@ -44,6 +47,15 @@ impl Member {
     pub fn set_healthy(&self, healthy: bool, why: &str) {
         let was = self.healthy.swap(healthy, Ordering::Relaxed);
         if was != healthy {
+            let mut e = crate::audit::Event::new(crate::audit::ops::INSTANCE_HEALTH, "CKR_OK");
+            e.instance = Some(self.name.clone());
+            e.reason = Some(format!(
+                "{}: {why}",
+                if healthy { "healthy" } else { "unhealthy" }
+            ));
+            if let Err(err) = self.audit.record(e) {
+                tracing::error!("audit: {err}");
+            }
             if healthy {
                 tracing::info!(instance = %self.id, "instance healthy: {why}");
             } else {
@@ -90,6 +102,10 @@ impl Lease {
         &self.member.id
     }
 
+    pub fn member_name(&self) -> Arc<str> {
+        self.member.name.clone()
+    }
+
     pub fn failed(&self) {
         self.member.stats.errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -113,7 +129,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn open(cfg: &Config) -> Result<Cluster> {
+    pub fn open(cfg: &Config, audit: &Arc<crate::audit::AuditLog>) -> Result<Cluster> {
         let members: Vec<Arc<Member>> = cfg
             .hsms
             .iter()
@@ -129,6 +145,8 @@ impl Cluster {
                 };
                 Arc::new(Member {
                     id: h.id.clone(),
+                    name: Arc::from(h.id.as_str()),
+                    audit: audit.clone(),
                     kind: "embedded",
                     path,
                     instance: RwLock::new(instance),

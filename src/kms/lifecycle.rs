@@ -5,6 +5,7 @@
 //! twice a second.
 
 use super::{check_alias, now, Cmk, KeyState, Registry, Version};
+use crate::audit::ops;
 use crate::error::{Error, Result};
 use crate::hsm::crypto::{self, KeyMaterial};
 use crate::keystore::KeyStore;
@@ -71,8 +72,14 @@ impl KeyStore {
 
     /// Re-read key metadata if the store changed (checked at most every 500 ms unless forced).
     pub fn refresh_cmks(&self, force: bool) -> Result<()> {
+        self.refresh(force, force)
+    }
+
+    /// `skip_timer`: compare with the store now rather than at most every 500 ms;
+    /// `force`: re-read even if the store did not change.
+    fn refresh(&self, skip_timer: bool, force: bool) -> Result<()> {
         let mut checked = self.kms.checked.lock();
-        if !force {
+        if !skip_timer {
             if let Some((at, _)) = *checked {
                 if at.elapsed() < REFRESH {
                     return Ok(());
@@ -101,12 +108,13 @@ impl KeyStore {
         Ok(f(&self.kms.registry.read()))
     }
 
-    /// May this object be used for `what`? Objects that are no CMK pass.
-    pub fn check_use(&self, object: Uuid, what: Use) -> Result<()> {
+    /// May this object be used for `what`? Objects that are no CMK pass (`None`);
+    /// for a CMK, the version the object holds.
+    pub fn check_use(&self, object: Uuid, what: Use) -> Result<Option<u32>> {
         self.refresh_cmks(false)?;
         let reg = self.kms.registry.read();
         let Some((cmk, version)) = reg.for_object(object) else {
-            return Ok(());
+            return Ok(None);
         };
         if cmk.state != KeyState::Enabled {
             tracing::warn!(key = %cmk.id, state = ?cmk.state, "key use refused: the key is not enabled");
@@ -122,12 +130,19 @@ impl KeyStore {
                 format!("version {version} of key {} only decrypts and verifies; version {latest} is current", cmk.id),
             ));
         }
-        Ok(())
+        Ok(Some(version))
     }
 
     /// The CMK (clone) and version an object belongs to.
     pub fn cmk_of(&self, object: Uuid) -> Result<Option<(Cmk, u32)>> {
-        self.with_cmks(|r| r.for_object(object).map(|(c, v)| (c.clone(), v)))
+        let lookup = |r: &Registry| r.for_object(object).map(|(c, v)| (c.clone(), v));
+        if let Some(found) = self.with_cmks(lookup)? {
+            return Ok(Some(found));
+        }
+        // The object may be newer than the records read (a key or version another
+        // process just made): look again if the store changed since.
+        self.refresh(true, false)?;
+        Ok(lookup(&self.kms.registry.read()))
     }
 
     pub fn resolve(&self, name: &str) -> Result<Cmk> {
@@ -186,20 +201,55 @@ impl KeyStore {
                 created: t,
             }],
         };
-        self.save_cmk(cmk)
+        let saved = self.save_cmk(cmk)?;
+        self.audit_admin(
+            ops::KEY_CREATE,
+            "CKR_OK",
+            Some(saved.id),
+            Some(format!(
+                "{} {} aliases {:?}",
+                saved.spec, saved.usage, saved.aliases
+            )),
+            None,
+        )?;
+        Ok(saved)
     }
 
-    fn change(&self, name: &str, f: impl FnOnce(&mut Cmk) -> Result<()>) -> Result<Cmk> {
+    fn change(
+        &self,
+        op: &'static str,
+        name: &str,
+        f: impl FnOnce(&mut Cmk) -> Result<()>,
+    ) -> Result<Cmk> {
         self.refresh_cmks(true)?;
         let mut cmk = self.resolve(name)?;
-        f(&mut cmk)?;
+        if let Err(e) = f(&mut cmk) {
+            let _ = self.audit_admin(
+                op,
+                crate::error::rv_name(e.rv),
+                Some(cmk.id),
+                Some(e.msg.to_string()),
+                None,
+            );
+            return Err(e);
+        }
         let saved = self.save_cmk(cmk)?;
         tracing::info!(key = %saved.id, state = ?saved.state, generation = saved.generation, "key changed");
+        self.audit_admin(
+            op,
+            "CKR_OK",
+            Some(saved.id),
+            Some(format!(
+                "state {:?}, aliases {:?}, generation {}",
+                saved.state, saved.aliases, saved.generation
+            )),
+            None,
+        )?;
         Ok(saved)
     }
 
     pub fn enable(&self, name: &str) -> Result<Cmk> {
-        self.change(name, |c| match c.state {
+        self.change(ops::KEY_STATE, name, |c| match c.state {
             KeyState::PendingDeletion => Err(invalid_state(c, "cancel the deletion first")),
             _ => {
                 c.state = KeyState::Enabled;
@@ -209,7 +259,7 @@ impl KeyStore {
     }
 
     pub fn disable(&self, name: &str) -> Result<Cmk> {
-        self.change(name, |c| match c.state {
+        self.change(ops::KEY_STATE, name, |c| match c.state {
             KeyState::PendingDeletion => Err(invalid_state(c, "the key is pending deletion")),
             _ => {
                 c.state = KeyState::Disabled;
@@ -228,7 +278,7 @@ impl KeyStore {
                 format!("the waiting period must be {min} to 30 days"),
             ));
         }
-        self.change(name, |c| {
+        self.change(ops::KEY_DELETE, name, |c| {
             if c.state == KeyState::PendingDeletion {
                 return Err(invalid_state(c, "deletion is already scheduled"));
             }
@@ -240,7 +290,7 @@ impl KeyStore {
 
     /// Cancel a scheduled deletion; as in KMS the key comes back disabled.
     pub fn cancel_deletion(&self, name: &str) -> Result<Cmk> {
-        self.change(name, |c| {
+        self.change(ops::KEY_STATE, name, |c| {
             if c.state != KeyState::PendingDeletion {
                 return Err(invalid_state(c, "no deletion is scheduled"));
             }
@@ -259,26 +309,33 @@ impl KeyStore {
             if owner == target.id {
                 return Ok(target);
             }
-            self.change(&owner.to_string(), |c| {
+            self.change(ops::KEY_STATE, &owner.to_string(), |c| {
                 c.aliases.retain(|a| a != alias);
                 Ok(())
             })?;
         }
-        self.change(&target.id.to_string(), |c| {
+        self.change(ops::KEY_STATE, &target.id.to_string(), |c| {
             c.aliases.push(alias.to_string());
             Ok(())
         })
     }
 
     pub fn remove_alias(&self, alias: &str) -> Result<Cmk> {
-        self.change(alias, |c| {
+        self.change(ops::KEY_STATE, alias, |c| {
             c.aliases.retain(|a| a != alias);
             Ok(())
         })
     }
 
+    pub fn set_description(&self, name: &str, description: &str) -> Result<Cmk> {
+        self.change(ops::KEY_STATE, name, |c| {
+            c.description = description.to_string();
+            Ok(())
+        })
+    }
+
     pub fn set_rotation(&self, name: &str, days: Option<u32>) -> Result<Cmk> {
-        self.change(name, |c| {
+        self.change(ops::KEY_STATE, name, |c| {
             c.rotation_days = days;
             Ok(())
         })
@@ -340,7 +397,7 @@ impl KeyStore {
             );
             self.cluster.update_attrs(uid, &a.encode()?)?;
         }
-        let saved = self.change(&cmk.id.to_string(), |c| {
+        let saved = self.change(ops::KEY_ROTATE, &cmk.id.to_string(), |c| {
             c.versions.push(Version {
                 version,
                 object,
@@ -457,6 +514,17 @@ impl KeyStore {
     pub fn set_connected(&self, connected: bool) -> Result<()> {
         self.store_meta(META_DISCONNECTED, if connected { b"0" } else { b"1" })?;
         *self.kms.connected.lock() = Some((Instant::now(), connected));
+        self.audit_admin(
+            if connected {
+                ops::CONNECT
+            } else {
+                ops::DISCONNECT
+            },
+            "CKR_OK",
+            None,
+            None,
+            None,
+        )?;
         tracing::info!(connected, "key store connection changed");
         Ok(())
     }

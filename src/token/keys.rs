@@ -389,7 +389,7 @@ impl Token {
         self.add_object(h, Uuid::new_v4(), attrs, material)
     }
 
-    pub fn unwrap_key(
+    fn unwrap_key_inner(
         &self,
         h: CK_SESSION_HANDLE,
         mech: &Mechanism,
@@ -457,7 +457,7 @@ impl Token {
         self.add_object(h, uid, attrs, Some(material))
     }
 
-    pub fn derive_key(
+    fn derive_key_inner(
         &self,
         h: CK_SESSION_HANDLE,
         mech: &Mechanism,
@@ -509,7 +509,7 @@ impl Token {
         self.add_object(h, uid, attrs, Some(KeyMaterial::Secret(secret)))
     }
 
-    pub fn wrap_key(
+    fn wrap_key_inner(
         &self,
         h: CK_SESSION_HANDLE,
         mech: &Mechanism,
@@ -550,6 +550,107 @@ impl Token {
         Ok(super::Out::deliver(wrapped, cap).0)
     }
 
+    pub fn wrap_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        mech_type: CK_MECHANISM_TYPE,
+        wrapping: CK_OBJECT_HANDLE,
+        target: CK_OBJECT_HANDLE,
+        cap: Option<usize>,
+    ) -> Result<super::Out> {
+        let start = std::time::Instant::now();
+        let r = self.wrap_key_inner(h, mech, mech_type, wrapping, target, cap);
+        self.audit_use(
+            h,
+            crate::audit::ops::WRAP,
+            mech_type,
+            wrapping,
+            start,
+            r.as_ref().map(|_| ()),
+        )?;
+        r
+    }
+
+    pub fn unwrap_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        mech_type: CK_MECHANISM_TYPE,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        template: &Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let start = std::time::Instant::now();
+        let r = self.unwrap_key_inner(h, mech, mech_type, unwrapping, wrapped, template);
+        self.audit_use(
+            h,
+            crate::audit::ops::UNWRAP,
+            mech_type,
+            unwrapping,
+            start,
+            r.as_ref().map(|_| ()),
+        )?;
+        r
+    }
+
+    pub fn derive_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        mech_type: CK_MECHANISM_TYPE,
+        base: CK_OBJECT_HANDLE,
+        template: &Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let start = std::time::Instant::now();
+        let r = self.derive_key_inner(h, mech, mech_type, base, template);
+        self.audit_use(
+            h,
+            crate::audit::ops::DERIVE,
+            mech_type,
+            base,
+            start,
+            r.as_ref().map(|_| ()),
+        )?;
+        r
+    }
+
+    /// Record a one-call key use (wrap, unwrap, derive) and its result.
+    fn audit_use(
+        &self,
+        h: CK_SESSION_HANDLE,
+        op: &'static str,
+        mech_type: CK_MECHANISM_TYPE,
+        key: CK_OBJECT_HANDLE,
+        start: std::time::Instant,
+        result: std::result::Result<(), &Error>,
+    ) -> Result<()> {
+        let obj = self.objects.read().get(key);
+        let key_id = obj.as_ref().and_then(|o| {
+            o.attrs
+                .get(CKA_CKS_KEY_ID)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(std::sync::Arc::from)
+        });
+        let version = obj
+            .as_ref()
+            .and_then(|o| self.keystore().cmk_of(o.uid).ok().flatten())
+            .map(|(_, v)| v);
+        let audit = super::session::OpAudit {
+            op,
+            mechanism: super::mechanisms::name(mech_type),
+            key_id,
+            version,
+            instance: None,
+            user: self.audit_user(),
+            start,
+        };
+        self.keystore()
+            .audit
+            .record(audit.event(h, result))
+            .map_err(Error::from)
+    }
+
     /// The key behind `h` for an operation: the mechanism serves the function, the key
     /// type fits the mechanism, and the key's usage attribute allows it.
     pub(super) fn key_for(
@@ -558,6 +659,16 @@ impl Token {
         mech: CK_MECHANISM_TYPE,
         function: CK_FLAGS,
     ) -> Result<std::sync::Arc<Object>> {
+        self.key_for_version(h, mech, function).map(|(o, _)| o)
+    }
+
+    /// As `key_for`, with the CMK version the object holds (for the audit record).
+    pub(super) fn key_for_version(
+        &self,
+        h: CK_OBJECT_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        function: CK_FLAGS,
+    ) -> Result<(std::sync::Arc<Object>, Option<u32>)> {
         let info = super::mechanisms::info(mech)
             .filter(|i| i.flags & function != 0)
             .ok_or_else(|| Error::mech_invalid(format!("mechanism 0x{mech:x} cannot do this")))?;
@@ -606,7 +717,7 @@ impl Token {
             CKF_DECRYPT | CKF_VERIFY | CKF_UNWRAP => crate::kms::lifecycle::Use::Unprotect,
             _ => crate::kms::lifecycle::Use::Protect,
         };
-        self.keystore().check_use(obj.uid, what)?;
+        let version = self.keystore().check_use(obj.uid, what)?;
         // Secret and private keys need the user whatever their CKA_PRIVATE says (tools
         // such as pkcs11-tool make token keys with CKA_PRIVATE=FALSE).
         let needs_user = obj.is_private() || matches!(class, CKO_SECRET_KEY | CKO_PRIVATE_KEY);
@@ -616,7 +727,7 @@ impl Token {
                 "key use needs the user logged in",
             ));
         }
-        Ok(obj)
+        Ok((obj, version))
     }
 }
 

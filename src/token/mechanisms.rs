@@ -105,3 +105,51 @@ pub static MECHANISMS: &[MechInfo] = &[
 pub fn info(mech: CK_MECHANISM_TYPE) -> Option<&'static MechInfo> {
     MECHANISMS.iter().find(|i| i.mech == mech)
 }
+
+/// The `CKM_*` name of a mechanism, for logs and audit records.
+pub fn name(mech: CK_MECHANISM_TYPE) -> &'static str {
+    match mech {
+        CKM_AES_KEY_GEN => "CKM_AES_KEY_GEN",
+        CKM_AES_ECB => "CKM_AES_ECB",
+        CKM_AES_CBC => "CKM_AES_CBC",
+        CKM_AES_CBC_PAD => "CKM_AES_CBC_PAD",
+        CKM_AES_CTR => "CKM_AES_CTR",
+        CKM_AES_GCM => "CKM_AES_GCM",
+        CKM_AES_KEY_WRAP => "CKM_AES_KEY_WRAP",
+        CKM_AES_KEY_WRAP_PAD => "CKM_AES_KEY_WRAP_PAD",
+        CKM_EC_KEY_PAIR_GEN => "CKM_EC_KEY_PAIR_GEN",
+        CKM_ECDSA => "CKM_ECDSA",
+        CKM_ECDSA_SHA1 => "CKM_ECDSA_SHA1",
+        CKM_ECDSA_SHA224 => "CKM_ECDSA_SHA224",
+        CKM_ECDSA_SHA256 => "CKM_ECDSA_SHA256",
+        CKM_ECDSA_SHA384 => "CKM_ECDSA_SHA384",
+        CKM_ECDSA_SHA512 => "CKM_ECDSA_SHA512",
+        CKM_ECDH1_DERIVE => "CKM_ECDH1_DERIVE",
+        CKM_RSA_PKCS_KEY_PAIR_GEN => "CKM_RSA_PKCS_KEY_PAIR_GEN",
+        CKM_RSA_PKCS => "CKM_RSA_PKCS",
+        CKM_SHA1_RSA_PKCS => "CKM_SHA1_RSA_PKCS",
+        CKM_SHA224_RSA_PKCS => "CKM_SHA224_RSA_PKCS",
+        CKM_SHA256_RSA_PKCS => "CKM_SHA256_RSA_PKCS",
+        CKM_SHA384_RSA_PKCS => "CKM_SHA384_RSA_PKCS",
+        CKM_SHA512_RSA_PKCS => "CKM_SHA512_RSA_PKCS",
+        CKM_RSA_PKCS_PSS => "CKM_RSA_PKCS_PSS",
+        CKM_SHA1_RSA_PKCS_PSS => "CKM_SHA1_RSA_PKCS_PSS",
+        CKM_SHA224_RSA_PKCS_PSS => "CKM_SHA224_RSA_PKCS_PSS",
+        CKM_SHA256_RSA_PKCS_PSS => "CKM_SHA256_RSA_PKCS_PSS",
+        CKM_SHA384_RSA_PKCS_PSS => "CKM_SHA384_RSA_PKCS_PSS",
+        CKM_SHA512_RSA_PKCS_PSS => "CKM_SHA512_RSA_PKCS_PSS",
+        CKM_RSA_PKCS_OAEP => "CKM_RSA_PKCS_OAEP",
+        CKM_SHA_1 => "CKM_SHA_1",
+        CKM_SHA224 => "CKM_SHA224",
+        CKM_SHA256 => "CKM_SHA256",
+        CKM_SHA384 => "CKM_SHA384",
+        CKM_SHA512 => "CKM_SHA512",
+        CKM_GENERIC_SECRET_KEY_GEN => "CKM_GENERIC_SECRET_KEY_GEN",
+        CKM_SHA_1_HMAC => "CKM_SHA_1_HMAC",
+        CKM_SHA224_HMAC => "CKM_SHA224_HMAC",
+        CKM_SHA256_HMAC => "CKM_SHA256_HMAC",
+        CKM_SHA384_HMAC => "CKM_SHA384_HMAC",
+        CKM_SHA512_HMAC => "CKM_SHA512_HMAC",
+        _ => "CKM_VENDOR_DEFINED",
+    }
+}

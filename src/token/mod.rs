@@ -10,6 +10,7 @@ mod ops;
 pub mod policy;
 pub mod session;
 
+use crate::audit::ops as audit_ops;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hsm::embedded::PinUser;
@@ -51,6 +52,7 @@ pub struct Token {
     keystore: Arc<KeyStore>,
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
     next_session: AtomicU64,
+    initialized: std::sync::atomic::AtomicBool,
     login: RwLock<Login>,
     objects: RwLock<ObjectTable>,
     /// `PRAGMA data_version` when token objects were last loaded; `None`: reload.
@@ -71,6 +73,7 @@ impl Token {
             keystore: Arc::new(KeyStore::open(cfg)?),
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
+            initialized: std::sync::atomic::AtomicBool::new(false),
             login: RwLock::new(Login::Public),
             objects: RwLock::new(ObjectTable::default()),
             seen_version: Mutex::new(None),
@@ -128,8 +131,15 @@ impl Token {
         })
     }
 
+    /// Once initialised, a token stays so (re-initialising keeps it initialised), so a
+    /// yes is remembered and session opening costs no store access.
     pub fn is_initialized(&self) -> Result<bool> {
-        Ok(self.keystore.token_record()?.is_some())
+        if self.initialized.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let yes = self.keystore.token_record()?.is_some();
+        self.initialized.store(yes, Ordering::Relaxed);
+        Ok(yes)
     }
 
     // ---- PINs ---------------------------------------------------------------------
@@ -165,7 +175,14 @@ impl Token {
             ));
         }
         check_pin_len(pin)?;
-        self.keystore.init_user_pin(pin)
+        let r = self.keystore.init_user_pin(pin);
+        let rv = r
+            .as_ref()
+            .map(|_| "CKR_OK")
+            .unwrap_or_else(|e| crate::error::rv_name(e.rv));
+        self.keystore
+            .audit_admin(audit_ops::INIT_PIN, rv, None, None, None)?;
+        r
     }
 
     pub fn set_pin(&self, h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
@@ -181,7 +198,19 @@ impl Token {
             Login::So => PinUser::So,
             _ => PinUser::User,
         };
-        self.keystore.set_pin(user, old, new)
+        let r = self.keystore.set_pin(user, old, new);
+        let rv = r
+            .as_ref()
+            .map(|_| "CKR_OK")
+            .unwrap_or_else(|e| crate::error::rv_name(e.rv));
+        self.keystore.audit_admin(
+            audit_ops::SET_PIN,
+            rv,
+            None,
+            Some(format!("{user:?}").to_lowercase()),
+            None,
+        )?;
+        r
     }
 
     // ---- sessions -----------------------------------------------------------------
@@ -208,9 +237,10 @@ impl Token {
             ));
         }
         let h = self.next_session.fetch_add(1, Ordering::Relaxed);
-        self.sessions
-            .write()
-            .insert(h, Arc::new(Mutex::new(Session::new(h, rw))));
+        self.sessions.write().insert(
+            h,
+            Arc::new(Mutex::new(Session::new(h, rw, self.keystore.audit.clone()))),
+        );
         Ok(h)
     }
 
@@ -307,17 +337,28 @@ impl Token {
         } else {
             PinUser::User
         };
-        match self.keystore.login(pin_user, pin) {
+        let result = self.keystore.login(pin_user, pin);
+        let reason = Some(format!("{who:?}").to_lowercase());
+        match result {
             Ok(()) => {
                 *login = who;
                 drop(login);
                 // Private objects become visible: reload with fresh handles.
                 *self.seen_version.lock() = None;
                 tracing::info!(user = ?who, "login");
+                self.keystore
+                    .audit_admin(audit_ops::LOGIN, "CKR_OK", None, reason, None)?;
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(user = ?who, rv = crate::error::rv_name(e.rv), "login failed");
+                let _ = self.keystore.audit_admin(
+                    audit_ops::LOGIN,
+                    crate::error::rv_name(e.rv),
+                    None,
+                    reason,
+                    None,
+                );
                 Err(e)
             }
         }

@@ -1,12 +1,17 @@
 //! Cryptographic operations of a session: `C_xxxInit` binds a key and a mechanism on
 //! the instance; the following calls run on the session's operation state.
 
-use super::session::{OpKind, OpState, Out};
-use super::Token;
+use super::mechanisms;
+use super::policy::CKA_CKS_KEY_ID;
+use super::session::{OpAudit, OpKind, OpState, Out};
+use super::{Login, Token};
+use crate::audit::ops;
 use crate::error::{Error, Result};
 use crate::hsm::crypto;
 use crate::hsm::mechanism::Mechanism;
 use pkcs11_sys::*;
+use std::sync::Arc;
+use std::time::Instant;
 
 impl Token {
     /// `C_EncryptInit`, `C_DecryptInit`, `C_SignInit`, `C_VerifyInit`.
@@ -31,18 +36,78 @@ impl Token {
             OpKind::Verify => CKF_VERIFY,
             OpKind::Digest => CKF_DIGEST,
         };
-        let obj = self.key_for(key, mech_type, function)?;
-        let cluster = &self.keystore().cluster;
-        let uid = obj.uid;
-        let (state, lease) = match kind {
-            OpKind::Encrypt => cluster.run(|i| Ok(OpState::Cipher(i.cipher(uid, mech, true)?)))?,
-            OpKind::Decrypt => cluster.run(|i| Ok(OpState::Cipher(i.cipher(uid, mech, false)?)))?,
-            OpKind::Sign => cluster.run(|i| Ok(OpState::Sign(i.signer(uid, mech)?)))?,
-            OpKind::Verify => cluster.run(|i| Ok(OpState::Verify(i.verifier(uid, mech)?)))?,
-            OpKind::Digest => return Err(Error::mech_invalid("use C_DigestInit")),
+        let op_name = match kind {
+            OpKind::Encrypt => ops::ENCRYPT,
+            OpKind::Decrypt => ops::DECRYPT,
+            OpKind::Sign => ops::SIGN,
+            _ => ops::VERIFY,
         };
-        let result = s.lock().begin(kind, state, Some(uid), Some(lease));
+        let start = Instant::now();
+        let user = self.audit_user();
+        let bound = self
+            .key_for_version(key, mech_type, function)
+            .and_then(|(obj, version)| {
+                let cluster = &self.keystore().cluster;
+                let uid = obj.uid;
+                let (state, lease) = match kind {
+                    OpKind::Encrypt => {
+                        cluster.run(|i| Ok(OpState::Cipher(i.cipher(uid, mech, true)?)))?
+                    }
+                    OpKind::Decrypt => {
+                        cluster.run(|i| Ok(OpState::Cipher(i.cipher(uid, mech, false)?)))?
+                    }
+                    OpKind::Sign => cluster.run(|i| Ok(OpState::Sign(i.signer(uid, mech)?)))?,
+                    OpKind::Verify => {
+                        cluster.run(|i| Ok(OpState::Verify(i.verifier(uid, mech)?)))?
+                    }
+                    OpKind::Digest => return Err(Error::mech_invalid("use C_DigestInit")),
+                };
+                Ok((obj, version, state, lease))
+            });
+        let (obj, version, state, lease) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                // A refused key use is recorded too (disabled key, no login, wrong key…).
+                let audit = OpAudit {
+                    op: op_name,
+                    mechanism: mechanisms::name(mech_type),
+                    key_id: None,
+                    version: None,
+                    instance: None,
+                    user,
+                    start,
+                };
+                let mut ev = audit.event(h, Err(&e));
+                ev.reason = Some(format!("init refused: {}", e.msg));
+                self.keystore().audit.record(ev).map_err(Error::from)?;
+                return Err(e);
+            }
+        };
+        let audit = OpAudit {
+            op: op_name,
+            mechanism: mechanisms::name(mech_type),
+            key_id: obj
+                .attrs
+                .get(CKA_CKS_KEY_ID)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(Arc::from),
+            version,
+            instance: Some(lease.member_name()),
+            user,
+            start,
+        };
+        let result = s
+            .lock()
+            .begin(kind, state, Some(obj.uid), Some(lease), Some(audit));
         result
+    }
+
+    pub(super) fn audit_user(&self) -> &'static str {
+        match self.login_state() {
+            Login::User => "user",
+            Login::So => "so",
+            Login::Public => "public",
+        }
     }
 
     pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: Option<&Mechanism>) -> Result<()> {
@@ -56,6 +121,7 @@ impl Token {
             Some(Mechanism::Digest(alg)) => s.begin(
                 OpKind::Digest,
                 OpState::Digest(crypto::digest(*alg)),
+                None,
                 None,
                 None,
             ),

@@ -5,9 +5,12 @@
 //! not NULL_PTR and *pulBufLen is too small, CKR_BUFFER_TOO_SMALL is returned" and the
 //! operation stays active so the call can be repeated with a bigger buffer.
 
-use crate::error::{Error, Result};
+use crate::audit::{AuditLog, Event};
+use crate::error::{rv_name, Error, Result};
 use crate::hsm::crypto::{CipherOp, DigestOp, SignOp, VerifyOp};
 use pkcs11_sys::*;
+use std::sync::Arc;
+use std::time::Instant;
 use uuid::Uuid;
 
 /// The answer to a call that produces output.
@@ -62,6 +65,8 @@ pub struct Operation {
     pub key: Option<Uuid>,
     /// The instance serving the operation (a multi-part operation stays on it).
     pub lease: Option<crate::cluster::Lease>,
+    /// The audit record written when the operation ends.
+    pub audit: Option<OpAudit>,
     /// Multi-part calls have begun: the single-part function may no longer be used.
     updated: bool,
     /// Output computed but not yet delivered (length query or too small a buffer).
@@ -74,6 +79,43 @@ pub struct Session {
     pub op: Option<Operation>,
     /// Remaining results of an active `C_FindObjects` search.
     pub find: Option<std::collections::VecDeque<CK_OBJECT_HANDLE>>,
+    audit: Arc<AuditLog>,
+}
+
+/// What the audit record of a key use says, gathered when the operation begins.
+pub struct OpAudit {
+    pub op: &'static str,
+    pub mechanism: &'static str,
+    pub key_id: Option<Arc<str>>,
+    pub version: Option<u32>,
+    pub instance: Option<Arc<str>>,
+    pub user: &'static str,
+    pub start: Instant,
+}
+
+impl OpAudit {
+    pub fn event(
+        self,
+        session: CK_SESSION_HANDLE,
+        result: std::result::Result<(), &Error>,
+    ) -> Event {
+        Event {
+            op: self.op,
+            session: Some(session as u64),
+            user: Some(self.user),
+            mechanism: Some(self.mechanism.into()),
+            key_id: self.key_id,
+            key_version: self.version,
+            instance: self.instance,
+            result: match result {
+                Ok(()) => "CKR_OK",
+                Err(e) => rv_name(e.rv),
+            },
+            latency_us: Some(self.start.elapsed().as_micros() as u64),
+            reason: result.err().map(|e| e.msg.to_string()),
+            detail: None,
+        }
+    }
 }
 
 fn not_initialized() -> Error {
@@ -88,12 +130,13 @@ fn wrong_state() -> Error {
 }
 
 impl Session {
-    pub fn new(handle: CK_SESSION_HANDLE, rw: bool) -> Session {
+    pub fn new(handle: CK_SESSION_HANDLE, rw: bool, audit: Arc<AuditLog>) -> Session {
         Session {
             handle,
             rw,
             op: None,
             find: None,
+            audit,
         }
     }
 
@@ -103,6 +146,7 @@ impl Session {
         state: OpState,
         key: Option<Uuid>,
         lease: Option<crate::cluster::Lease>,
+        audit: Option<OpAudit>,
     ) -> Result<()> {
         if self.op.is_some() {
             return Err(Error::new(
@@ -115,6 +159,7 @@ impl Session {
             state,
             key,
             lease,
+            audit,
             updated: false,
             pending: None,
         });
@@ -156,18 +201,21 @@ impl Session {
             Some(op) if op.kind == kind => op,
             _ => return Err(not_initialized()),
         };
-        match f(op) {
-            Ok((v, done)) => {
-                if done {
-                    self.op = None;
-                }
-                Ok(v)
-            }
-            Err(e) => {
-                self.op = None;
-                Err(e)
+        let result = f(op);
+        let (done, outcome) = match &result {
+            Ok((_, done)) => (*done, Ok(())),
+            Err(e) => (true, Err(e)),
+        };
+        if done {
+            let audit = self.op.take().and_then(|o| o.audit);
+            if let Some(a) = audit {
+                // With `sync` durability an operation whose record cannot be written fails.
+                self.audit
+                    .record(a.event(self.handle, outcome))
+                    .map_err(Error::from)?;
             }
         }
+        result.map(|(v, _)| v)
     }
 
     /// Hand out pending output; the operation is complete once it is delivered.

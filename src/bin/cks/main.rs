@@ -1,10 +1,13 @@
 //! `cks`: set up a key store, look after its HSM instances, and benchmark any
 //! PKCS#11 module. Exit codes: 0 success, 1 the operation failed, 2 bad usage.
 
+mod audit;
 mod bench;
 mod demo;
 mod hsm;
 mod init;
+mod key;
+mod keystore;
 mod pin;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +39,16 @@ enum Command {
     /// The HSM instances of the key store: list, sync.
     #[command(subcommand)]
     Hsm(hsm::HsmCommand),
+    /// Customer master keys: create, list, describe, enable, disable, rotate, aliases,
+    /// deletion and purge.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// The key store as a whole: status, connect, disconnect.
+    #[command(subcommand)]
+    Keystore(keystore::KeystoreCommand),
+    /// The audit log: verify its hash chains, show records.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Benchmark a PKCS#11 module (cks, SoftHSM2, a vendor's), optionally against another.
     Bench(bench::BenchArgs),
     /// Run the main job on a fresh embedded key store, step by step, through the C ABI.
@@ -51,6 +64,12 @@ fn main() {
     let result = match &cli.command {
         Command::Init(a) => init::run(cli.config.as_deref(), a),
         Command::Hsm(c) => hsm::run(c),
+        Command::Key(c) => key::run(c),
+        Command::Keystore(c) => keystore::run(c),
+        Command::Audit(c) => match audit::run(c) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),
     };

@@ -14,6 +14,7 @@ pub mod key;
 mod aes;
 mod digest;
 mod ec;
+pub mod fast;
 mod rsa;
 mod wrap;
 
@@ -79,14 +80,17 @@ pub fn generate_secret(len: usize) -> KeyMaterial {
 
 /// A fresh EC private key on `curve`.
 pub fn generate_ec(curve: Curve) -> KeyMaterial {
-    ec::generate(curve)
+    fast::generate_ec(curve).unwrap_or_else(|| ec::generate(curve))
 }
 
 /// A fresh RSA private key. `bits` in 2048..=4096 (else `CKR_KEY_SIZE_RANGE`);
 /// `public_exponent` big-endian, empty for 65537; it must be odd, >= 3 and fit in
 /// 64 bits (and the rsa crate's limit of 2^33-1), else `CKR_ATTRIBUTE_VALUE_INVALID`.
 pub fn generate_rsa(bits: usize, public_exponent: &[u8]) -> Result<KeyMaterial> {
-    rsa::generate(bits, public_exponent)
+    match fast::generate_rsa(bits, public_exponent) {
+        Some(k) => Ok(k),
+        None => rsa::generate(bits, public_exponent),
+    }
 }
 
 /// Start an encryption. See the module docs of each mechanism family for errors.

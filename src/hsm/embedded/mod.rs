@@ -8,6 +8,7 @@ pub mod seal;
 pub mod store;
 
 use crate::error::{Error, Result};
+use crate::hsm::crypto::fast::{self, FastKey};
 use crate::hsm::crypto::{self, CipherOp, KeyMaterial, SignOp, VerifyOp};
 use crate::hsm::mechanism::Mechanism;
 use parking_lot::RwLock;
@@ -48,6 +49,8 @@ pub struct EmbeddedInstance {
     keys: RwLock<Option<Keys>>,
     /// Key material in use, token and session keys alike.
     materials: RwLock<HashMap<Uuid, Arc<KeyMaterial>>>,
+    /// Asymmetric keys parsed once for the fast engine (`None`: it does not take them).
+    fast: RwLock<HashMap<Uuid, Option<Arc<FastKey>>>>,
 }
 
 fn aad(what: &str, id: &str) -> Vec<u8> {
@@ -63,6 +66,7 @@ impl EmbeddedInstance {
             fault_file,
             keys: RwLock::new(None),
             materials: RwLock::new(HashMap::new()),
+            fast: RwLock::new(HashMap::new()),
         })
     }
 
@@ -164,8 +168,10 @@ impl EmbeddedInstance {
     pub fn lock(&self, token_uids: &[Uuid]) {
         *self.keys.write() = None;
         let mut m = self.materials.write();
+        let mut f = self.fast.write();
         for uid in token_uids {
             m.remove(uid);
+            f.remove(uid);
         }
     }
 
@@ -322,7 +328,18 @@ impl EmbeddedInstance {
             self.store.delete_object(uid)?;
         }
         self.materials.write().remove(&uid);
+        self.fast.write().remove(&uid);
         Ok(())
+    }
+
+    /// The fast-engine form of an asymmetric key, parsed on first use.
+    fn fast_key(&self, uid: Uuid, m: &KeyMaterial) -> Option<Arc<FastKey>> {
+        if let Some(k) = self.fast.read().get(&uid) {
+            return k.clone();
+        }
+        let k = FastKey::prepare(m).map(Arc::new);
+        self.fast.write().insert(uid, k.clone());
+        k
     }
 
     /// Keep a session key's material (memory only).
@@ -355,6 +372,14 @@ impl EmbeddedInstance {
 
     pub fn cipher(&self, uid: Uuid, mech: &Mechanism, encrypt: bool) -> Result<Box<dyn CipherOp>> {
         let key = self.material(uid)?;
+        if !encrypt && key.is_private() {
+            if let Some(op) = self
+                .fast_key(uid, &key)
+                .and_then(|fk| fast::decrypter(mech, &fk))
+            {
+                return Ok(op);
+            }
+        }
         if encrypt {
             crypto::encrypt(mech, &key)
         } else {
@@ -363,11 +388,23 @@ impl EmbeddedInstance {
     }
 
     pub fn signer(&self, uid: Uuid, mech: &Mechanism) -> Result<Box<dyn SignOp>> {
-        crypto::sign(mech, &*self.material(uid)?)
+        let key = self.material(uid)?;
+        if let Some(fk) = self.fast_key(uid, &key) {
+            if let Some(op) = fast::signer(mech, &fk, &key)? {
+                return Ok(op);
+            }
+        }
+        crypto::sign(mech, &key)
     }
 
     pub fn verifier(&self, uid: Uuid, mech: &Mechanism) -> Result<Box<dyn VerifyOp>> {
-        crypto::verify(mech, &*self.material(uid)?)
+        let key = self.material(uid)?;
+        if let Some(fk) = self.fast_key(uid, &key) {
+            if let Some(op) = fast::verifier(mech, &fk, &key)? {
+                return Ok(op);
+            }
+        }
+        crypto::verify(mech, &key)
     }
 
     /// Wrap the key `target` under `wrapping`: its raw value (secret keys) or
