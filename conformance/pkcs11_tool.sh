@@ -247,15 +247,51 @@ check digest-SHA256 '
 check test-login '$P11L --test'
 
 # ---------------------------------------------------------------- delete
-check delete-secrkey '
-    $P11L --delete-object --type secrkey --id 11 &&
-    out=$($P11L -O 2>&1) && ! echo "$out" | grep -q "label: *p11t-generic\$"'
-check delete-keypair '
-    $P11L --delete-object --type privkey --id 04 &&
-    $P11L --delete-object --type pubkey --id 04 &&
-    out=$($P11L -O 2>&1) && ! echo "$out" | grep -q "label: *p11t-rsa3072\$"'
-check_fails sign-with-deleted-key '$P11L --sign -m SHA256-RSA-PKCS --id 04 -i data.bin -o sig-deleted'
+# C_DestroyObject on a token key (a customer master key) SCHEDULES its deletion with the
+# default waiting period (keystore.default_pending_days, 30 days unless configured), as a
+# KMS would: the object stays listed but every use is refused with
+# CKR_KEY_FUNCTION_NOT_PERMITTED until the deletion is due (`cks key cancel-deletion`
+# undoes it). Objects that are no key (data objects, certificates) go at once.
+# SoftHSM2 (reference runs) deletes keys at once.
+if ! is_softhsm; then
+    check delete-secrkey-schedules-deletion '
+        $P11L --delete-object --type secrkey --id 11 &&
+        out=$($P11L -O 2>&1) && echo "$out" | grep -q "label: *p11t-generic\$"'
+    CKS_BIN=$(dirname "$MODULE")/cks
+    if [ -x "$CKS_BIN" ]; then
+        check deleted-key-pending-in-cks '
+            out=$("$CKS_BIN" key describe alias/p11t-generic --json 2>&1); echo "$out"
+            echo "$out" | grep -q "\"state\": \"PendingDeletion\"" &&
+            ! echo "$out" | grep -q "\"deletion_date\": null"'
+    fi
+    check mac-with-deleted-key-refused '
+        out=$($P11L --sign -m SHA256-HMAC --id 11 -i data.bin -o mac-deleted 2>&1); rc=$?; echo "$out"
+        [ $rc -ne 0 ] && echo "$out" | grep -q CKR_KEY_FUNCTION_NOT_PERMITTED'
+    check delete-keypair-schedules-deletion '
+        $P11L --delete-object --type privkey --id 04 &&
+        $P11L --delete-object --type pubkey --id 04 &&
+        out=$($P11L -O 2>&1) && echo "$out" | grep -q "label: *p11t-rsa3072\$"'
+    check sign-with-deleted-key-refused '
+        out=$($P11L --sign -m SHA256-RSA-PKCS --id 04 -i data.bin -o sig-deleted 2>&1); rc=$?; echo "$out"
+        [ $rc -ne 0 ] && echo "$out" | grep -q CKR_KEY_FUNCTION_NOT_PERMITTED'
+else
+    check delete-secrkey '
+        $P11L --delete-object --type secrkey --id 11 &&
+        out=$($P11L -O 2>&1) && ! echo "$out" | grep -q "label: *p11t-generic\$"'
+    check delete-keypair '
+        $P11L --delete-object --type privkey --id 04 &&
+        $P11L --delete-object --type pubkey --id 04 &&
+        out=$($P11L -O 2>&1) && ! echo "$out" | grep -q "label: *p11t-rsa3072\$"'
+    check_fails sign-with-deleted-key '$P11L --sign -m SHA256-RSA-PKCS --id 04 -i data.bin -o sig-deleted'
+fi
 check other-keys-survive-delete '
-    out=$($P11L -O 2>&1) && echo "$out" | grep -q "label: *p11t-rsa2048\$" && echo "$out" | grep -q "label: *p11t-aes\$"'
+    out=$($P11L -O 2>&1) && echo "$out" | grep -q "label: *p11t-rsa2048\$" && echo "$out" | grep -q "label: *p11t-aes\$" &&
+    $P11L --sign -m SHA256-RSA-PKCS --id 03 -i data.bin -o sig-survivor'
+check delete-data-object-at-once '
+    printf "p11t data object" >obj.dat &&
+    $P11L --write-object obj.dat --type data --label p11t-data --application-label p11t-data &&
+    $P11L -O --type data 2>&1 | grep -q "p11t-data" &&
+    $P11L --delete-object --type data --application-label p11t-data &&
+    ! $P11L -O --type data 2>&1 | grep -q "p11t-data"'
 
 finish

@@ -61,9 +61,20 @@ impl KeyStore {
                 ),
             )
         })?);
+        let store = Store::open(&dir, "keystore.db")?;
+        let cluster = Cluster::open(cfg, &audit)?;
+        // A member whose directory was lost comes back empty: it serves nothing until
+        // it has been repaired.
+        if store.token()?.is_some() {
+            for m in cluster.members() {
+                if let Ok(false) = m.instance().and_then(|i| i.is_initialized()) {
+                    m.set_healthy(false, "instance is empty: it needs repair");
+                }
+            }
+        }
         Ok(KeyStore {
-            store: Store::open(&dir, "keystore.db")?,
-            cluster: Cluster::open(cfg, &audit)?,
+            store,
+            cluster,
             audit,
             kdf: cfg.kdf,
             max_attempts: cfg.keystore.max_pin_attempts,

@@ -3,9 +3,20 @@
 use super::args::{bytes, out_capacity, write_out};
 use super::mechanism;
 use super::with_provider;
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::provider::Provider;
 use crate::token::OpKind;
 use pkcs11_sys::*;
+
+/// "A call to C_Encrypt always terminates the active encryption operation unless it
+/// returns CKR_BUFFER_TOO_SMALL or is a successful call to determine the length": a
+/// bad argument ends the operation as any other error does.
+fn ending<T>(p: &Provider, h: CK_SESSION_HANDLE, kind: OpKind, r: Result<T>) -> Result<T> {
+    if r.is_err() {
+        p.token.abort(h, kind);
+    }
+    r
+}
 
 /// `C_xxxInit` for operations that bind a key. A NULL mechanism cancels (PKCS#11 3.0).
 unsafe fn init(
@@ -39,8 +50,8 @@ unsafe fn cipher_call(
     out_len: CK_ULONG_PTR,
 ) -> CK_RV {
     with_provider(name, |p| {
-        let data = bytes(input, input_len)?;
-        let cap = out_capacity(out, out_len)?;
+        let data = ending(p, h, kind, bytes(input, input_len))?;
+        let cap = ending(p, h, kind, out_capacity(out, out_len))?;
         let r = if update {
             p.token.cipher_update(h, kind, data, cap)?
         } else {
@@ -58,7 +69,7 @@ unsafe fn cipher_final(
     out_len: CK_ULONG_PTR,
 ) -> CK_RV {
     with_provider(name, |p| {
-        let cap = out_capacity(out, out_len)?;
+        let cap = ending(p, h, kind, out_capacity(out, out_len))?;
         let r = p.token.cipher_final(h, kind, cap)?;
         Ok(write_out(r, out, out_len))
     })
@@ -186,8 +197,8 @@ pub unsafe extern "C" fn C_Digest(
     ol: CK_ULONG_PTR,
 ) -> CK_RV {
     with_provider("C_Digest", |p| {
-        let data = bytes(d, dl)?;
-        let cap = out_capacity(o, ol)?;
+        let data = ending(p, h, OpKind::Digest, bytes(d, dl))?;
+        let cap = ending(p, h, OpKind::Digest, out_capacity(o, ol))?;
         Ok(write_out(p.token.digest(h, Some(data), cap)?, o, ol))
     })
 }
@@ -201,7 +212,8 @@ pub unsafe extern "C" fn C_DigestUpdate(
     dl: CK_ULONG,
 ) -> CK_RV {
     with_provider("C_DigestUpdate", |p| {
-        p.token.digest_update(h, bytes(d, dl)?)?;
+        p.token
+            .digest_update(h, ending(p, h, OpKind::Digest, bytes(d, dl))?)?;
         Ok(CKR_OK)
     })
 }
@@ -223,7 +235,7 @@ pub unsafe extern "C" fn C_DigestFinal(
     ol: CK_ULONG_PTR,
 ) -> CK_RV {
     with_provider("C_DigestFinal", |p| {
-        let cap = out_capacity(o, ol)?;
+        let cap = ending(p, h, OpKind::Digest, out_capacity(o, ol))?;
         Ok(write_out(p.token.digest(h, None, cap)?, o, ol))
     })
 }
@@ -250,8 +262,8 @@ pub unsafe extern "C" fn C_Sign(
     ol: CK_ULONG_PTR,
 ) -> CK_RV {
     with_provider("C_Sign", |p| {
-        let data = bytes(d, dl)?;
-        let cap = out_capacity(o, ol)?;
+        let data = ending(p, h, OpKind::Sign, bytes(d, dl))?;
+        let cap = ending(p, h, OpKind::Sign, out_capacity(o, ol))?;
         Ok(write_out(p.token.sign(h, Some(data), cap)?, o, ol))
     })
 }
@@ -261,7 +273,8 @@ pub unsafe extern "C" fn C_Sign(
 #[no_mangle]
 pub unsafe extern "C" fn C_SignUpdate(h: CK_SESSION_HANDLE, d: CK_BYTE_PTR, dl: CK_ULONG) -> CK_RV {
     with_provider("C_SignUpdate", |p| {
-        p.token.sign_update(h, bytes(d, dl)?)?;
+        p.token
+            .sign_update(h, ending(p, h, OpKind::Sign, bytes(d, dl))?)?;
         Ok(CKR_OK)
     })
 }
@@ -275,7 +288,7 @@ pub unsafe extern "C" fn C_SignFinal(
     ol: CK_ULONG_PTR,
 ) -> CK_RV {
     with_provider("C_SignFinal", |p| {
-        let cap = out_capacity(o, ol)?;
+        let cap = ending(p, h, OpKind::Sign, out_capacity(o, ol))?;
         Ok(write_out(p.token.sign(h, None, cap)?, o, ol))
     })
 }
@@ -302,7 +315,9 @@ pub unsafe extern "C" fn C_Verify(
     sl: CK_ULONG,
 ) -> CK_RV {
     with_provider("C_Verify", |p| {
-        p.token.verify(h, Some(bytes(d, dl)?), bytes(s, sl)?)?;
+        let data = ending(p, h, OpKind::Verify, bytes(d, dl))?;
+        let sig = ending(p, h, OpKind::Verify, bytes(s, sl))?;
+        p.token.verify(h, Some(data), sig)?;
         Ok(CKR_OK)
     })
 }
@@ -316,7 +331,8 @@ pub unsafe extern "C" fn C_VerifyUpdate(
     dl: CK_ULONG,
 ) -> CK_RV {
     with_provider("C_VerifyUpdate", |p| {
-        p.token.verify_update(h, bytes(d, dl)?)?;
+        p.token
+            .verify_update(h, ending(p, h, OpKind::Verify, bytes(d, dl))?)?;
         Ok(CKR_OK)
     })
 }
@@ -330,7 +346,8 @@ pub unsafe extern "C" fn C_VerifyFinal(
     sl: CK_ULONG,
 ) -> CK_RV {
     with_provider("C_VerifyFinal", |p| {
-        p.token.verify(h, None, bytes(s, sl)?)?;
+        let sig = ending(p, h, OpKind::Verify, bytes(s, sl))?;
+        p.token.verify(h, None, sig)?;
         Ok(CKR_OK)
     })
 }

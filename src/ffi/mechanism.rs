@@ -27,7 +27,7 @@ pub unsafe fn parse(p: *const CK_MECHANISM) -> Result<(Mechanism, CK_MECHANISM_T
             let p: CK_AES_CTR_PARAMS = read_struct(param)?;
             Mechanism::AesCtr {
                 counter_block: p.cb,
-                counter_bits: p.ulCounterBits as u32,
+                counter_bits: small(p.ulCounterBits, "ulCounterBits")?,
             }
         }
         CKM_AES_GCM => gcm(param)?,
@@ -100,6 +100,11 @@ unsafe fn read_struct<T: Copy>(param: &[u8]) -> Result<T> {
     Ok(std::ptr::read_unaligned(param.as_ptr() as *const T))
 }
 
+/// A bit count from a parameter struct; out of `u32` range is invalid, not truncated.
+fn small(v: CK_ULONG, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::mech_param(format!("{what} out of range")))
+}
+
 fn iv16(param: &[u8]) -> Result<[u8; 16]> {
     param
         .try_into()
@@ -132,7 +137,7 @@ unsafe fn gcm(param: &[u8]) -> Result<Mechanism> {
     Ok(Mechanism::AesGcm {
         iv: iv.to_vec(),
         aad: aad.to_vec(),
-        tag_bits: tag_bits as u32,
+        tag_bits: small(tag_bits, "ulTagBits")?,
     })
 }
 

@@ -145,6 +145,21 @@ impl KeyStore {
         Ok(lookup(&self.kms.registry.read()))
     }
 
+    /// For each object: does it hold an older version of its key? (Searches list the
+    /// current version first: tools take the first of several keys with one `CKA_ID`.)
+    pub fn older_versions(&self, objects: &[Uuid]) -> Result<Vec<bool>> {
+        // Compare with the store now: a version another process just added must count.
+        self.refresh(true, false)?;
+        let reg = self.kms.registry.read();
+        Ok(objects
+            .iter()
+            .map(|o| {
+                reg.for_object(*o)
+                    .is_some_and(|(c, v)| c.latest().is_some_and(|l| l.version != v))
+            })
+            .collect())
+    }
+
     pub fn resolve(&self, name: &str) -> Result<Cmk> {
         self.with_cmks(|r| r.resolve(name).cloned())?
             .ok_or_else(|| not_found(name))

@@ -400,7 +400,15 @@ impl Token {
     ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
         self.require_user()?;
-        let key = self.key_for(unwrapping, mech_type, CKF_UNWRAP)?;
+        let key = self
+            .key_for(unwrapping, mech_type, CKF_UNWRAP)
+            .map_err(|e| {
+                as_wrapping_key_error(
+                    e,
+                    CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+                    CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT,
+                )
+            })?;
         let class = template_ulong(template, CKA_CLASS)?
             .ok_or_else(|| Error::template_incomplete("CKA_CLASS is required"))?;
         if !matches!(class, CKO_SECRET_KEY | CKO_PRIVATE_KEY) {
@@ -520,7 +528,13 @@ impl Token {
     ) -> Result<super::Out> {
         self.session(h)?;
         self.require_user()?;
-        let wk = self.key_for(wrapping, mech_type, CKF_WRAP)?;
+        let wk = self.key_for(wrapping, mech_type, CKF_WRAP).map_err(|e| {
+            as_wrapping_key_error(
+                e,
+                CKR_WRAPPING_KEY_HANDLE_INVALID,
+                CKR_WRAPPING_KEY_TYPE_INCONSISTENT,
+            )
+        })?;
         let tk = self.object(target).map_err(|e| match e.rv {
             CKR_OBJECT_HANDLE_INVALID => Error::new(CKR_KEY_HANDLE_INVALID, e.msg),
             _ => e,
@@ -770,6 +784,15 @@ fn describe(
     (spec.to_string(), usage.to_string(), alias)
 }
 
+/// The wrapping function's own codes for a bad wrapping/unwrapping key (v2.40 §5.13).
+fn as_wrapping_key_error(e: Error, handle: CK_RV, kind: CK_RV) -> Error {
+    match e.rv {
+        CKR_KEY_HANDLE_INVALID => Error::new(handle, e.msg),
+        CKR_KEY_TYPE_INCONSISTENT => Error::new(kind, e.msg),
+        _ => e,
+    }
+}
+
 fn material_key_type(m: &KeyMaterial) -> CK_KEY_TYPE {
     if m.curve().is_some() {
         CKK_EC
@@ -844,6 +867,6 @@ pub fn material_component(
     let m = keystore.cluster.material(obj.uid)?;
     Ok(match (&*m, t) {
         (KeyMaterial::Secret(v), CKA_VALUE) => Some(v.to_vec()),
-        _ => None,
+        (m, t) => m.private_component(t).map(|v| v.to_vec()),
     })
 }

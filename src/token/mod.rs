@@ -640,15 +640,22 @@ impl Token {
         }
         self.sync_objects()?;
         let user = self.login_state() == Login::User;
-        let mut found: Vec<CK_OBJECT_HANDLE> = self
+        let (mut found, uids): (Vec<CK_OBJECT_HANDLE>, Vec<Uuid>) = self
             .objects
             .read()
             .iter()
             .filter(|(_, o)| user || !o.is_private())
             .filter(|(_, o)| o.attrs.matches(template))
-            .map(|(h, _)| *h)
-            .collect();
-        found.sort_unstable();
+            .map(|(h, o)| (*h, o.uid))
+            .unzip();
+        if found.len() > 1 {
+            // The current version of a rotated key before its older versions (same
+            // CKA_ID): pkcs11-tool, libp11 and Java use the first match.
+            let older = self.keystore.older_versions(&uids)?;
+            let mut ranked: Vec<(bool, CK_OBJECT_HANDLE)> = older.into_iter().zip(found).collect();
+            ranked.sort_unstable();
+            found = ranked.into_iter().map(|(_, h)| h).collect();
+        }
         s.lock().find = Some(found.into());
         Ok(())
     }

@@ -102,6 +102,13 @@ impl Token {
         result
     }
 
+    /// End the active operation of `kind` after a bad argument (nothing is recorded).
+    pub fn abort(&self, h: CK_SESSION_HANDLE, kind: OpKind) {
+        if let Ok(s) = self.session(h) {
+            s.lock().cancel(kind);
+        }
+    }
+
     pub(super) fn audit_user(&self) -> &'static str {
         match self.login_state() {
             Login::User => "user",

@@ -101,7 +101,7 @@ impl OpAudit {
     ) -> Event {
         Event {
             op: self.op,
-            session: Some(session as u64),
+            session: Some(session),
             user: Some(self.user),
             mechanism: Some(self.mechanism.into()),
             key_id: self.key_id,

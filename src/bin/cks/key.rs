@@ -305,7 +305,7 @@ pub fn usage_error(msg: impl std::fmt::Display) -> ! {
 /// A library error as the user should read it, with what to do about it.
 pub fn explain(e: &Error) -> String {
     let hint = match e.rv {
-        CKR_TOKEN_NOT_PRESENT => Some("the key store is disconnected: run `cks keystore connect`"),
+        CKR_TOKEN_NOT_PRESENT => Some("run `cks keystore connect` to reconnect it"),
         CKR_TOKEN_NOT_RECOGNIZED | CKR_USER_PIN_NOT_INITIALIZED => {
             Some("the key store is not set up: run `cks init`")
         }
@@ -378,7 +378,17 @@ fn print_json<T: Serialize>(v: &T) -> Result<(), String> {
     Ok(())
 }
 
+/// Output piped into `head` and the like ends the process quietly, as for other
+/// command-line tools, rather than with a panic on a closed stdout.
+pub fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of a signal has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn run(cmd: &KeyCommand) -> Result<(), String> {
+    default_sigpipe();
     match cmd {
         KeyCommand::Create {
             spec,

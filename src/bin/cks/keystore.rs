@@ -38,6 +38,7 @@ struct Status {
 }
 
 pub fn run(cmd: &KeystoreCommand) -> Result<(), String> {
+    crate::key::default_sigpipe();
     match cmd {
         KeystoreCommand::Status { json } => status(*json),
         KeystoreCommand::Disconnect => {

@@ -1,5 +1,5 @@
 //! AES: ECB, CBC, CBC with PKCS#7 padding, CTR (with PKCS#11's counter width) and
-//! GCM (any IV length 1..=256, tags of 96..=128 bits), as streaming [`CipherOp`]s.
+//! GCM (IVs of 1 byte to 64 KiB, tags of 96..=128 bits), as streaming [`CipherOp`]s.
 //!
 //! ECB/CBC/CTR are modes written here over the `aes` block cipher, so that they
 //! stream and honour `counter_bits`; GCM with the usual 96-bit IV goes through the
@@ -357,7 +357,9 @@ impl GcmOp {
         if !(96..=128).contains(&tag_bits) || tag_bits % 8 != 0 {
             return Err(Error::mech_param(format!("GCM tag of {tag_bits} bits")));
         }
-        if iv.is_empty() || iv.len() > 256 {
+        // PKCS#11 allows IVs up to 2^32-1 bytes; 64 KiB is far beyond any real use
+        // and bounds the work one call can ask for.
+        if iv.is_empty() || iv.len() > 65_536 {
             return Err(Error::mech_param(format!("GCM IV of {} bytes", iv.len())));
         }
         Ok(GcmOp {

@@ -580,7 +580,8 @@ pub fn generate_rsa(bits: usize, public_exponent: &[u8]) -> Option<KeyMaterial> 
         .skip_while(|b| **b == 0)
         .copied()
         .collect::<Vec<u8>>();
-    if !(e.is_empty() || e == [1, 0, 1]) {
+    // aws-lc generates with e = 65537 only: no exponent given (the default) or 65537.
+    if !(public_exponent.is_empty() || e == [1, 0, 1]) {
         return None;
     }
     let size = match bits {

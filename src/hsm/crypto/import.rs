@@ -51,4 +51,23 @@ impl KeyMaterial {
             .map_err(|_| bad("inconsistent RSA components"))?;
         Ok(KeyMaterial::RsaPrivate(Box::new(key)))
     }
+
+    /// A private key's component as PKCS#11 names it (EC `CKA_VALUE`, RSA
+    /// `CKA_PRIVATE_EXPONENT`, primes, CRT exponents and coefficient), big-endian. Only
+    /// for keys the policy lets the caller read (session keys, not sensitive).
+    pub fn private_component(&self, t: CK_ATTRIBUTE_TYPE) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        use ::rsa::traits::PrivateKeyParts;
+        let z = |v: Vec<u8>| Some(zeroize::Zeroizing::new(v));
+        match (self, t) {
+            (KeyMaterial::EcPrivate(EcPrivate::P256(k)), CKA_VALUE) => z(k.to_bytes().to_vec()),
+            (KeyMaterial::EcPrivate(EcPrivate::P384(k)), CKA_VALUE) => z(k.to_bytes().to_vec()),
+            (KeyMaterial::RsaPrivate(k), CKA_PRIVATE_EXPONENT) => z(k.d().to_bytes_be()),
+            (KeyMaterial::RsaPrivate(k), CKA_PRIME_1) => z(k.primes().first()?.to_bytes_be()),
+            (KeyMaterial::RsaPrivate(k), CKA_PRIME_2) => z(k.primes().get(1)?.to_bytes_be()),
+            (KeyMaterial::RsaPrivate(k), CKA_EXPONENT_1) => z(k.dp()?.to_bytes_be()),
+            (KeyMaterial::RsaPrivate(k), CKA_EXPONENT_2) => z(k.dq()?.to_bytes_be()),
+            (KeyMaterial::RsaPrivate(k), CKA_COEFFICIENT) => z(k.crt_coefficient()?.to_bytes_be()),
+            _ => None,
+        }
+    }
 }

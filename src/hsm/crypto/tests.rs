@@ -474,7 +474,7 @@ fn aes_gcm_streaming_and_errors() {
         (12, 136),
         (12, 64),
         (0, 128),
-        (257, 128),
+        (65_537, 128),
     ] {
         let m = Mechanism::AesGcm {
             iv: vec![1; iv_len],

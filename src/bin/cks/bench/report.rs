@@ -102,7 +102,7 @@ impl Report {
                                 "-"
                             };
                             line.push(mark.to_string());
-                            line.extend(std::iter::repeat("-".to_string()).take(3));
+                            line.extend(std::iter::repeat_n("-".to_string(), 3));
                         }
                     }
                 }
