@@ -34,6 +34,13 @@
 #define CKA_CKS_CREATION_DATE   (CKA_CKS_BASE + 0x07UL)
 #define CKA_CKS_DELETION_DATE   (CKA_CKS_BASE + 0x08UL)
 
+/* Vendor mechanism: KMS-style envelope encryption with a token AES key (a CMK).
+ * C_Encrypt uses the key's current version; the ciphertext names it:
+ *   "CKS1" | version (4 bytes, big-endian) | key id (16 bytes) | IV (12) | ciphertext | tag (16)
+ * C_Decrypt reads the version from the ciphertext, so data encrypted before a rotation
+ * decrypts with no bookkeeping. The optional mechanism parameter is AAD (any bytes). */
+#define CKM_CKS_ENVELOPE        (CKM_VENDOR_DEFINED | 0x434B0001UL)
+
 /* Values of CKA_CKS_KEY_STATE. */
 #define CKS_KEY_STATE_ENABLED           0UL
 #define CKS_KEY_STATE_DISABLED          1UL

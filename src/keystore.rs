@@ -114,6 +114,12 @@ impl KeyStore {
         self.store.add_tombstone(uid)
     }
 
+    /// Objects and keys deleted from the key store (an instance still holding one
+    /// missed the deletion; its next repair applies it).
+    pub fn tombstones(&self) -> Result<Vec<Uuid>> {
+        self.store.tombstones()
+    }
+
     pub(crate) fn store_meta(&self, k: &str, v: &[u8]) -> Result<()> {
         self.store.set_meta(k, v)
     }

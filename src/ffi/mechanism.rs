@@ -69,6 +69,9 @@ pub unsafe fn parse(p: *const CK_MECHANISM) -> Result<(Mechanism, CK_MECHANISM_T
         CKM_SHA384_RSA_PKCS_PSS => pss(param, Some(HashAlg::Sha384))?,
         CKM_SHA512_RSA_PKCS_PSS => pss(param, Some(HashAlg::Sha512))?,
         CKM_RSA_PKCS_OAEP => oaep(param)?,
+        crate::token::mechanisms::CKM_CKS_ENVELOPE => Mechanism::CksEnvelope {
+            aad: param.to_vec(),
+        },
         CKM_SHA_1 => Mechanism::Digest(HashAlg::Sha1),
         CKM_SHA224 => Mechanism::Digest(HashAlg::Sha224),
         CKM_SHA256 => Mechanism::Digest(HashAlg::Sha256),

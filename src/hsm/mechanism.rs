@@ -113,6 +113,11 @@ pub enum Mechanism {
         mgf: HashAlg,
         label: Vec<u8>,
     },
+    /// `CKM_CKS_ENVELOPE`: KMS-style envelope encryption under a key's current version
+    /// (see `kms::envelope`); the parameter is additional authenticated data.
+    CksEnvelope {
+        aad: Vec<u8>,
+    },
     // digests and MACs
     Digest(HashAlg),
     Hmac(HashAlg),

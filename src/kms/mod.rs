@@ -4,6 +4,7 @@
 //! are repaired. This module knows nothing of PKCS#11 sessions; `lifecycle` maps CMKs
 //! to the token's objects.
 
+pub mod envelope;
 pub mod lifecycle;
 
 use crate::error::{Error, Result};

@@ -189,16 +189,15 @@ impl Token {
         self.require_user()?;
         let pub_t = for_class(CKO_PUBLIC_KEY, pub_template);
         let priv_t = for_class(CKO_PRIVATE_KEY, priv_template);
+        let mut known_public = None;
         let (key_type, gen_mech, material) = match mech {
             Mechanism::EcKeyPairGen => {
                 let params = template_bytes(&pub_t, CKA_EC_PARAMS)
                     .or_else(|| template_bytes(&priv_t, CKA_EC_PARAMS))
                     .ok_or_else(|| Error::template_incomplete("CKA_EC_PARAMS is required"))?;
-                (
-                    CKK_EC,
-                    CKM_EC_KEY_PAIR_GEN,
-                    crypto::generate_ec(curve_from_params(params)?),
-                )
+                let (k, p) = crypto::generate_ec_pair(curve_from_params(params)?);
+                known_public = p;
+                (CKK_EC, CKM_EC_KEY_PAIR_GEN, k)
             }
             Mechanism::RsaKeyPairGen => {
                 let bits = template_ulong(&pub_t, CKA_MODULUS_BITS)?
@@ -238,9 +237,12 @@ impl Token {
             self.check_writable(&s, pub_attrs.flag(CKA_TOKEN), pub_attrs.flag(CKA_PRIVATE))?;
             self.check_writable(&s, priv_attrs.flag(CKA_TOKEN), true)?;
         }
-        let public = material
-            .public_material()
-            .ok_or_else(|| Error::general("generated key has no public half"))?;
+        let public = match known_public {
+            Some(p) => p,
+            None => material
+                .public_material()
+                .ok_or_else(|| Error::general("generated key has no public half"))?,
+        };
         public_attrs(&mut pub_attrs, &public, CKO_PUBLIC_KEY);
         public_attrs(&mut priv_attrs, &material, CKO_PRIVATE_KEY);
         for a in [&mut pub_attrs, &mut priv_attrs] {
@@ -729,6 +731,11 @@ impl Token {
         }
         let what = match function {
             CKF_DECRYPT | CKF_VERIFY | CKF_UNWRAP => crate::kms::lifecycle::Use::Unprotect,
+            // Envelope encryption always uses the current version, whichever version's
+            // object was named (checked there).
+            _ if mech == super::mechanisms::CKM_CKS_ENVELOPE => {
+                crate::kms::lifecycle::Use::Unprotect
+            }
             _ => crate::kms::lifecycle::Use::Protect,
         };
         let version = self.keystore().check_use(obj.uid, what)?;

@@ -46,6 +46,9 @@ const fn m(
 }
 
 /// Key sizes: AES in bytes, RSA/EC/generic secrets in bits (as PKCS#11 v2.40 says).
+/// Vendor mechanism: KMS-style envelope encryption (include/cks_pkcs11.h).
+pub const CKM_CKS_ENVELOPE: CK_MECHANISM_TYPE = 0xC34B_0001;
+
 pub static MECHANISMS: &[MechInfo] = &[
     m(CKM_AES_KEY_GEN, 16, 32, CKF_GENERATE, &[]),
     m(CKM_AES_ECB, 16, 32, ENC, AES),
@@ -54,6 +57,7 @@ pub static MECHANISMS: &[MechInfo] = &[
     m(CKM_AES_CTR, 16, 32, ENC, AES),
     m(CKM_AES_GCM, 16, 32, ENC | WU, AES),
     m(CKM_AES_KEY_WRAP, 16, 32, WU, AES),
+    m(CKM_CKS_ENVELOPE, 16, 32, ENC, AES),
     m(CKM_AES_KEY_WRAP_PAD, 16, 32, WU, AES),
     m(
         CKM_EC_KEY_PAIR_GEN,
@@ -139,6 +143,7 @@ pub fn name(mech: CK_MECHANISM_TYPE) -> &'static str {
         CKM_SHA384_RSA_PKCS_PSS => "CKM_SHA384_RSA_PKCS_PSS",
         CKM_SHA512_RSA_PKCS_PSS => "CKM_SHA512_RSA_PKCS_PSS",
         CKM_RSA_PKCS_OAEP => "CKM_RSA_PKCS_OAEP",
+        CKM_CKS_ENVELOPE => "CKM_CKS_ENVELOPE",
         CKM_SHA_1 => "CKM_SHA_1",
         CKM_SHA224 => "CKM_SHA224",
         CKM_SHA256 => "CKM_SHA256",

@@ -49,6 +49,12 @@ impl Token {
             .and_then(|(obj, version)| {
                 let cluster = &self.keystore().cluster;
                 let uid = obj.uid;
+                if let Mechanism::CksEnvelope { aad } = mech {
+                    return self.envelope(kind, &obj, aad).map(|(state, v)| {
+                        let (_, lease) = cluster.run(|_| Ok(()))?;
+                        Ok((obj, Some(v.unwrap_or(version.unwrap_or(0))), state, lease))
+                    })?;
+                }
                 let (state, lease) = match kind {
                     OpKind::Encrypt => {
                         cluster.run(|i| Ok(OpState::Cipher(i.cipher(uid, mech, true)?)))?
@@ -100,6 +106,39 @@ impl Token {
             .lock()
             .begin(kind, state, Some(obj.uid), Some(lease), Some(audit));
         result
+    }
+
+    /// `CKM_CKS_ENVELOPE` on a customer master key: encryption under its current version
+    /// (whichever version's object was named), decryption under the version the
+    /// ciphertext names.
+    fn envelope(
+        &self,
+        kind: OpKind,
+        obj: &super::objects::Object,
+        aad: &[u8],
+    ) -> Result<(OpState, Option<u32>)> {
+        let (cmk, _) = self.keystore().cmk_of(obj.uid)?.ok_or_else(|| {
+            Error::key_type("envelope encryption needs a customer master key (a token key)")
+        })?;
+        match kind {
+            OpKind::Encrypt => {
+                let (op, v, object) = crate::kms::envelope::encrypter(self.keystore(), &cmk, aad)?;
+                self.keystore()
+                    .check_use(object, crate::kms::lifecycle::Use::Protect)?;
+                Ok((OpState::Cipher(op), Some(v)))
+            }
+            OpKind::Decrypt => Ok((
+                OpState::Cipher(crate::kms::envelope::decrypter(
+                    self.keystore().clone(),
+                    cmk,
+                    aad,
+                )),
+                None,
+            )),
+            _ => Err(Error::mech_invalid(
+                "CKM_CKS_ENVELOPE encrypts and decrypts",
+            )),
+        }
     }
 
     /// End the active operation of `kind` after a bad argument (nothing is recorded).

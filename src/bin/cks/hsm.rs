@@ -1,10 +1,19 @@
-//! `cks hsm`: the instances of the key store.
+//! `cks hsm`: the instances of the key store — list, sync, add, remove.
 
-use cks_pkcs11::cluster::metrics;
-use cks_pkcs11::config::Config;
-use cks_pkcs11::hsm::embedded::PinUser;
+use cks_pkcs11::cluster::{metrics, Member};
+use cks_pkcs11::config::{default_data_dir, Config, HsmConfig, HsmKind};
+use cks_pkcs11::hsm::embedded::{EmbeddedInstance, PinUser};
 use cks_pkcs11::keystore::KeyStore;
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+/// How a running process learns of a membership change.
+const RESTART_NOTE: &str = "processes already using the key store read the configuration at \
+                            C_Initialize: they pick up the change at their next start";
 
 #[derive(clap::Subcommand)]
 pub enum HsmCommand {
@@ -20,6 +29,59 @@ pub enum HsmCommand {
         #[arg(long)]
         pin: Option<String>,
     },
+    /// Add an instance: append an [[hsm]] entry to the configuration, then bring the new
+    /// instance up to date (the keys it lacks are copied in, wrapped under the domain key).
+    ///
+    /// The entry goes to the configuration file in use (--config, $CKS_CONFIG, or cks.toml
+    /// in the data directory); with the built-in default, that file is written with the
+    /// default instances plus the new one. An id or directory already in use is refused.
+    /// If the new instance cannot be brought up to date, the command exits non-zero and
+    /// the entry stays: `cks hsm sync` finishes the job later.
+    ///
+    /// Processes already using the key store read the configuration at C_Initialize:
+    /// they pick up the new instance at their next start.
+    Add {
+        /// Id of the new instance (letters, digits, '-', '_'); must be unused.
+        #[arg(long)]
+        id: String,
+        /// Kind of instance.
+        #[arg(long, value_enum, default_value = "embedded")]
+        kind: KindArg,
+        /// Directory of an embedded instance (default: <data_dir>/hsm/<ID>); must not
+        /// be another instance's.
+        #[arg(long, value_name = "DIR")]
+        path: Option<PathBuf>,
+        /// User PIN (or $CKS_PIN, or a prompt); not needed before `cks init`.
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    /// Remove an instance from the configuration. Refused if it would take away the last
+    /// healthy copy of any key (or key metadata), or the last instance.
+    ///
+    /// Every token object the instance holds must also be on another healthy instance
+    /// (run `cks hsm sync` first if one lags behind). The [[hsm]] entry is removed from
+    /// the configuration file, the rest of which is kept as it is. The instance's
+    /// directory stays on disk unless --force-data.
+    ///
+    /// Processes already using the key store read the configuration at C_Initialize:
+    /// they keep using the instance until their next start.
+    Remove {
+        /// Id of the instance to remove.
+        id: String,
+        /// Also delete the instance's directory (default: it is left on disk).
+        #[arg(long)]
+        force_data: bool,
+        /// User PIN (or $CKS_PIN; never prompted for). Optional: with it, instances that
+        /// came back are brought up to date before the check, as `cks hsm sync` would.
+        #[arg(long)]
+        pin: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    /// Software instance in its own directory.
+    Embedded,
 }
 
 #[derive(Serialize)]
@@ -45,6 +107,17 @@ pub fn run(cmd: &HsmCommand) -> Result<(), String> {
     match cmd {
         HsmCommand::List { json } => list(*json),
         HsmCommand::Sync { pin } => sync(pin.as_deref()),
+        HsmCommand::Add {
+            id,
+            kind: KindArg::Embedded,
+            path,
+            pin,
+        } => add(id, path.as_deref(), pin.as_deref()),
+        HsmCommand::Remove {
+            id,
+            force_data,
+            pin,
+        } => remove(id, *force_data, pin.as_deref()),
     }
 }
 
@@ -130,4 +203,693 @@ fn sync(pin: Option<&str>) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+// ---- add ------------------------------------------------------------------------------------
+
+fn add(id: &str, path: Option<&Path>, pin: Option<&str>) -> Result<(), String> {
+    let file = Config::path();
+    let cfg = Config::load().map_err(|e| e.to_string())?;
+    if cfg.hsms.iter().any(|h| h.id == id) {
+        return Err(format!(
+            "refused: {} already has an instance {id:?}",
+            describe_source(file.as_deref())
+        ));
+    }
+    let path = match path {
+        Some(p) => {
+            if p.to_str().is_none() {
+                return Err(format!("--path {}: expected a UTF-8 path", p.display()));
+            }
+            Some(std::path::absolute(p).map_err(|e| format!("--path {}: {e}", p.display()))?)
+        }
+        None => None,
+    };
+    let entry = HsmConfig {
+        id: id.to_string(),
+        kind: HsmKind::Embedded,
+        path,
+        fault_file: None,
+    };
+    let dir = cfg.hsm_dir(&entry);
+    if let Some(h) = cfg.hsms.iter().find(|h| same_dir(&cfg.hsm_dir(h), &dir)) {
+        return Err(format!(
+            "refused: {} is already the directory of instance {}",
+            dir.display(),
+            h.id
+        ));
+    }
+    if same_dir(&dir, &cfg.data_dir()) || dir.join("keystore.db").exists() {
+        return Err(format!(
+            "refused: {} is a key store's own directory; give the instance a directory of its own",
+            dir.display()
+        ));
+    }
+    // The new text, validated (an id the configuration refuses is refused here).
+    let edit = edit_config(file.as_deref(), &cfg, Change::Add(&entry))?;
+
+    // Check the PIN before anything changes.
+    let ks = KeyStore::open(&cfg).map_err(|e| e.to_string())?;
+    let initialised = ks.token_record().map_err(|e| e.to_string())?.is_some();
+    let pin = if initialised {
+        let pin = crate::pin::get(pin, "CKS_PIN", "User PIN: ")?;
+        ks.login(PinUser::User, pin.as_bytes())
+            .map_err(|e| format!("{e}; nothing changed"))?;
+        ks.logout(&[]);
+        Some(pin)
+    } else {
+        None
+    };
+    drop(ks);
+
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("{}: {e}; nothing changed", dir.display()))?;
+    edit.write()?;
+    println!(
+        "added instance {id} (embedded, {}) to {}",
+        dir.display(),
+        edit.target.display()
+    );
+    if let Some(note) = &edit.note {
+        println!("note: {note}");
+    }
+    let Some(pin) = pin else {
+        println!("the key store is not initialised yet: `cks init` sets up {id} with the others");
+        println!("{RESTART_NOTE}");
+        return Ok(());
+    };
+    let result = bring_up_to_date(id, &pin);
+    println!("{RESTART_NOTE}");
+    result
+}
+
+/// Re-open the key store with the new configuration and repair the new member.
+fn bring_up_to_date(id: &str, pin: &Zeroizing<String>) -> Result<(), String> {
+    let later = |e: String| {
+        format!(
+            "{id} is in the configuration but could not be brought up to date: {e}\n\
+             the entry stays; `cks hsm sync` finishes the job once that is fixed"
+        )
+    };
+    let cfg = Config::load().map_err(|e| later(e.to_string()))?;
+    let ks = KeyStore::open(&cfg).map_err(|e| later(e.to_string()))?;
+    let member = ks
+        .cluster
+        .members()
+        .iter()
+        .find(|m| m.id == id)
+        .cloned()
+        .ok_or_else(|| later("it is not in the configuration read back".into()))?;
+    let before_init = member
+        .instance()
+        .and_then(|i| i.is_initialized())
+        .unwrap_or(false);
+    let before: HashSet<Uuid> = member
+        .instance()
+        .and_then(|i| i.object_ids())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    eprint!("bringing {id} up to date (copying in the keys it lacks, domain-wrapped) ... ");
+    // Logging in repairs members that are empty or behind; the explicit repair reports.
+    let report = match ks.login(PinUser::User, pin.as_bytes()) {
+        Ok(()) => ks.repair(&member),
+        Err(e) => {
+            eprintln!("FAILED");
+            return Err(later(e.to_string()));
+        }
+    };
+    let after = member.instance().and_then(|i| i.object_ids());
+    let keys = member.instance().and_then(|i| i.key_count());
+    ks.logout(&[]);
+    if let Some(e) = report.error {
+        eprintln!("FAILED");
+        return Err(later(e));
+    }
+    let after: HashSet<Uuid> = after
+        .map_err(|e| later(e.to_string()))?
+        .into_iter()
+        .collect();
+    eprintln!(
+        "ok ({}{} object(s) copied, {} deleted)",
+        if !before_init { "initialised, " } else { "" },
+        after.difference(&before).count(),
+        before.difference(&after).count()
+    );
+    let others: Vec<String> = ks
+        .cluster
+        .members()
+        .iter()
+        .filter(|m| m.id != id && m.is_healthy())
+        .filter_map(|m| {
+            let n = m.instance().and_then(|i| i.key_count()).ok()?;
+            Some(format!("{} {n}", m.id))
+        })
+        .collect();
+    println!(
+        "{id} is up to date: it holds {} key(s) (other healthy instances: {})",
+        keys.map_err(|e| later(e.to_string()))?,
+        if others.is_empty() {
+            "none".to_string()
+        } else {
+            others.join(", ")
+        }
+    );
+    Ok(())
+}
+
+// ---- remove ---------------------------------------------------------------------------------
+
+fn remove(id: &str, force_data: bool, pin: Option<&str>) -> Result<(), String> {
+    let file = Config::path();
+    let cfg = Config::load().map_err(|e| e.to_string())?;
+    let Some(entry) = cfg.hsms.iter().find(|h| h.id == id).cloned() else {
+        return Err(format!(
+            "{} has no instance {id:?} (it has: {})",
+            describe_source(file.as_deref()),
+            cfg.hsms
+                .iter()
+                .map(|h| h.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    if cfg.hsms.len() == 1 {
+        return Err(format!(
+            "refused: {id} is the last instance of the key store; add another one first \
+             (`cks hsm add`)"
+        ));
+    }
+    if let Some(n) = cfg.keystore.min_replicas {
+        if n >= cfg.hsms.len() {
+            return Err(format!(
+                "refused: keystore.min_replicas = {n} needs {n} instances; lower it in {} first",
+                describe_source(file.as_deref())
+            ));
+        }
+    }
+    let dir = cfg.hsm_dir(&entry);
+    if force_data {
+        check_deletable(&cfg, &entry, &dir)?;
+    }
+    let edit = edit_config(file.as_deref(), &cfg, Change::Remove(id))?;
+
+    let ks = KeyStore::open(&cfg).map_err(|e| e.to_string())?;
+    let pin = match pin {
+        Some(p) => Some(Zeroizing::new(p.to_string())),
+        None => std::env::var("CKS_PIN")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Zeroizing::new),
+    };
+    if let Some(pin) = &pin {
+        // Members that came back are repaired first: that can make the removal possible.
+        ks.login(PinUser::User, pin.as_bytes())
+            .map_err(|e| format!("{e}; nothing changed"))?;
+    }
+    let checked = check_copies(&ks, id);
+    ks.logout(&[]);
+    let readable = checked?;
+    drop(ks);
+    if force_data && !readable {
+        return Err(format!(
+            "refused: {id} cannot be read, so what it holds cannot be checked against the \
+             other instances; --force-data would delete it unchecked. Remove it without \
+             --force-data (its directory {} stays) and delete the directory yourself if \
+             nothing in it is needed",
+            dir.display()
+        ));
+    }
+
+    edit.write()?;
+    println!("removed instance {id} from {}", edit.target.display());
+    if let Some(note) = &edit.note {
+        println!("note: {note}");
+    }
+    if force_data {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| {
+                format!(
+                    "{id} is no longer in the configuration, but its directory {} could not \
+                     be deleted: {e}",
+                    dir.display()
+                )
+            })?;
+            println!("deleted its directory {} (--force-data)", dir.display());
+        } else {
+            println!("its directory {} did not exist", dir.display());
+        }
+    } else {
+        println!(
+            "its directory {} is left on disk (delete it yourself, or remove with --force-data)",
+            dir.display()
+        );
+    }
+    println!("{RESTART_NOTE}");
+    Ok(())
+}
+
+/// The instance, if it answers.
+fn reachable(m: &Member) -> Option<Arc<EmbeddedInstance>> {
+    let i = m.instance().ok()?;
+    i.probe().ok()?;
+    Some(i)
+}
+
+/// Refuse if `id` holds a token object, or the newest metadata of a key, that no other
+/// healthy instance holds, or if no other healthy, initialised instance would remain.
+/// Returns whether `id` could be read at all.
+fn check_copies(ks: &KeyStore, id: &str) -> Result<bool, String> {
+    let members = ks.cluster.members();
+    let target = members
+        .iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| format!("no instance {id}"))?;
+    let initialised = ks.token_record().map_err(|e| e.to_string())?.is_some();
+    let others: Vec<(String, Arc<EmbeddedInstance>)> = members
+        .iter()
+        .filter(|m| m.id != id && m.is_healthy())
+        .filter_map(|m| Some((m.id.clone(), reachable(m)?)))
+        .filter(|(_, i)| !initialised || i.is_initialized().unwrap_or(false))
+        .collect();
+    let names = |v: &[(String, Arc<EmbeddedInstance>)]| {
+        v.iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if initialised && others.is_empty() {
+        return Err(format!(
+            "refused: removing {id} would leave no healthy instance (none of the others \
+             answers); bring one back (`cks hsm sync`) or add one (`cks hsm add`) first"
+        ));
+    }
+    let held = reachable(target).ok_or_else(|| "it does not answer".to_string());
+    let held = held.and_then(|i| {
+        let objects = i.object_ids().map_err(|e| e.msg.to_string())?;
+        let cmks = i.load_cmks().map_err(|e| e.msg.to_string())?;
+        Ok((objects, cmks))
+    });
+    let (objects, cmks) = match held {
+        Ok(x) => x,
+        Err(e) => {
+            println!("{id} cannot be read ({e}): it holds no healthy copy of any key");
+            return Ok(false);
+        }
+    };
+    let tombstones: HashSet<Uuid> = ks
+        .tombstones()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    let live: Vec<Uuid> = objects
+        .into_iter()
+        .filter(|u| !tombstones.contains(u))
+        .collect();
+    let only_here: Vec<Uuid> = live
+        .iter()
+        .copied()
+        .filter(|u| {
+            !others
+                .iter()
+                .any(|(_, i)| i.has_object(*u).unwrap_or(false))
+        })
+        .collect();
+    let mut newest: HashMap<Uuid, u64> = HashMap::new();
+    for (_, i) in &others {
+        for (k, g, _) in i.load_cmks().unwrap_or_default() {
+            let e = newest.entry(k).or_insert(g);
+            *e = (*e).max(g);
+        }
+    }
+    let meta_only_here: Vec<Uuid> = cmks
+        .iter()
+        .filter(|(k, g, _)| !tombstones.contains(k) && newest.get(k).is_none_or(|n| n < g))
+        .map(|(k, _, _)| *k)
+        .collect();
+    if !only_here.is_empty() || !meta_only_here.is_empty() {
+        let list = |v: &[Uuid]| {
+            let mut s: Vec<String> = v.iter().take(5).map(Uuid::to_string).collect();
+            if v.len() > 5 {
+                s.push(format!("and {} more", v.len() - 5));
+            }
+            s.join(", ")
+        };
+        let mut what = Vec::new();
+        if !only_here.is_empty() {
+            what.push(format!(
+                "{} token object(s) no other healthy instance holds ({})",
+                only_here.len(),
+                list(&only_here)
+            ));
+        }
+        if !meta_only_here.is_empty() {
+            what.push(format!(
+                "the newest metadata of {} key(s) ({})",
+                meta_only_here.len(),
+                list(&meta_only_here)
+            ));
+        }
+        return Err(format!(
+            "refused: {id} holds the last healthy copy of {} (healthy instances besides it: \
+             {}). Bring another instance up to date first (`cks hsm sync`, or `cks hsm \
+             add`), then remove {id}",
+            what.join(" and "),
+            if others.is_empty() {
+                "none".to_string()
+            } else {
+                names(&others)
+            }
+        ));
+    }
+    println!(
+        "{id}: every token object it holds ({}) is also on a healthy instance ({})",
+        live.len(),
+        names(&others)
+    );
+    Ok(true)
+}
+
+/// `--force-data` deletes an instance's directory, never more than that.
+fn check_deletable(cfg: &Config, entry: &HsmConfig, dir: &Path) -> Result<(), String> {
+    let refuse = |why: String| {
+        Err(format!(
+            "refused: --force-data would delete {} ({why}); remove without --force-data",
+            dir.display()
+        ))
+    };
+    let d = norm(dir);
+    if dir.join("keystore.db").exists() || norm(&cfg.data_dir()).starts_with(&d) {
+        return refuse("it holds the key store itself".into());
+    }
+    for h in cfg.hsms.iter().filter(|h| h.id != entry.id) {
+        if norm(&cfg.hsm_dir(h)).starts_with(&d) {
+            return refuse(format!("it holds instance {}", h.id));
+        }
+    }
+    if dir.exists() && !dir.join("instance.db").exists() {
+        return refuse("it does not look like an instance directory: no instance.db".into());
+    }
+    Ok(())
+}
+
+// ---- the configuration file -----------------------------------------------------------------
+
+enum Change<'a> {
+    Add(&'a HsmConfig),
+    Remove(&'a str),
+}
+
+/// A validated new text of the configuration file.
+struct Edit {
+    target: PathBuf,
+    text: String,
+    /// Said to the user: a file written afresh, or comments lost.
+    note: Option<String>,
+}
+
+impl Edit {
+    /// Replace the file in one step (write a temporary file, then rename it).
+    fn write(&self) -> Result<(), String> {
+        let real = std::fs::canonicalize(&self.target).unwrap_or_else(|_| self.target.clone());
+        let dir = real.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = real
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cks.toml".into());
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let result = (|| {
+            std::fs::write(&tmp, &self.text)?;
+            if let Ok(m) = std::fs::metadata(&real) {
+                std::fs::set_permissions(&tmp, m.permissions())?;
+            }
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &real)
+        })();
+        result.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write {}: {e}; nothing changed", real.display())
+        })
+    }
+}
+
+fn describe_source(file: Option<&Path>) -> String {
+    match file {
+        Some(f) => format!("the configuration {}", f.display()),
+        None => "the built-in default configuration".into(),
+    }
+}
+
+/// What identifies an [[hsm]] entry, to check an edited file.
+type Sig = (String, Option<PathBuf>, Option<PathBuf>);
+
+fn sig(h: &HsmConfig) -> Sig {
+    (h.id.clone(), h.path.clone(), h.fault_file.clone())
+}
+
+fn edit_config(file: Option<&Path>, cfg: &Config, change: Change) -> Result<Edit, String> {
+    let mut expected: Vec<HsmConfig> = cfg.hsms.clone();
+    match &change {
+        Change::Add(h) => expected.push((*h).clone()),
+        Change::Remove(id) => expected.retain(|h| h.id != *id),
+    }
+    let target = file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_data_dir().join("cks.toml"));
+    let check = |text: &str| -> Result<(), String> {
+        let parsed = Config::parse(text, &target).map_err(|e| e.to_string())?;
+        let got: Vec<Sig> = parsed.hsms.iter().map(sig).collect();
+        let want: Vec<Sig> = expected.iter().map(sig).collect();
+        if got != want {
+            return Err(format!(
+                "editing {} went wrong (instances {:?}, expected {:?}); nothing changed",
+                target.display(),
+                got.iter().map(|s| &s.0).collect::<Vec<_>>(),
+                want.iter().map(|s| &s.0).collect::<Vec<_>>()
+            ));
+        }
+        Ok(())
+    };
+    let Some(file) = file else {
+        let text = full_text(cfg, &expected);
+        check(&text)?;
+        return Ok(Edit {
+            note: Some(format!(
+                "there was no configuration file (the built-in default); wrote {} with \
+                 instances {}",
+                target.display(),
+                expected
+                    .iter()
+                    .map(|h| h.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            target,
+            text,
+        });
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    // In place, keeping everything else (comments included).
+    let in_place = match &change {
+        Change::Add(h) => Some(append_entry(&text, h)),
+        Change::Remove(id) => remove_entry(&text, id),
+    };
+    if let Some(t) = in_place {
+        if check(&t).is_ok() {
+            return Ok(Edit {
+                target,
+                text: t,
+                note: None,
+            });
+        }
+    }
+    // A layout the line-based edit does not follow: edit the parsed document instead.
+    let t = edit_parsed(&text, &change).map_err(|e| format!("{}: {e}", file.display()))?;
+    check(&t)?;
+    Ok(Edit {
+        target,
+        text: t,
+        note: Some(format!(
+            "{} was rewritten from its parsed form: its comments and layout were not kept",
+            file.display()
+        )),
+    })
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn path_str(p: &Path) -> String {
+    toml_str(&p.to_string_lossy())
+}
+
+fn entry_text(h: &HsmConfig) -> String {
+    let mut t = format!("\n[[hsm]]\nid = {}\nkind = \"embedded\"\n", toml_str(&h.id));
+    if let Some(p) = &h.path {
+        t.push_str(&format!("path = {}\n", path_str(p)));
+    }
+    if let Some(p) = &h.fault_file {
+        t.push_str(&format!("fault_file = {}\n", path_str(p)));
+    }
+    t
+}
+
+/// A configuration file for what was the built-in default, with `hsms`.
+fn full_text(cfg: &Config, hsms: &[HsmConfig]) -> String {
+    let mut t = format!(
+        "# cks key store: the built-in default configuration, written by `cks hsm`\n\
+         [keystore]\nlabel = {}\ndata_dir = {}\n",
+        toml_str(&cfg.keystore.label),
+        path_str(&cfg.data_dir())
+    );
+    for h in hsms {
+        t.push_str(&entry_text(h));
+    }
+    t
+}
+
+fn append_entry(text: &str, h: &HsmConfig) -> String {
+    let mut t = text.to_string();
+    if !t.is_empty() && !t.ends_with('\n') {
+        t.push('\n');
+    }
+    t.push_str(&entry_text(h));
+    t
+}
+
+/// Remove the `[[hsm]]` table whose id is `id`, line by line: from its header to its
+/// last key (comments and blank lines after it stay, as they may belong to what follows).
+/// `None` if no such table was found this way.
+fn remove_entry(text: &str, id: &str) -> Option<String> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let is_header = |l: &str| l.trim_start().starts_with('[');
+    let is_hsm_header = |l: &str| {
+        let t: String = l
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        t == "[[hsm]]"
+    };
+    let blank_or_comment = |l: &str| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#')
+    };
+    let mut i = 0;
+    while i < lines.len() {
+        if !is_hsm_header(lines[i]) {
+            i += 1;
+            continue;
+        }
+        let end = (i + 1..lines.len())
+            .find(|&j| is_header(lines[j]))
+            .unwrap_or(lines.len());
+        let table: toml::Table = lines[i..end].concat().parse().ok()?;
+        let this = table.get("hsm")?.as_array()?.first()?.get("id")?.as_str()?;
+        if this == id {
+            let mut last = end;
+            while last > i + 1 && blank_or_comment(lines[last - 1]) {
+                last -= 1;
+            }
+            let mut start = i;
+            if start > 0 && lines[start - 1].trim().is_empty() {
+                start -= 1;
+            }
+            return Some(lines[..start].concat() + &lines[last..].concat());
+        }
+        i = end;
+    }
+    None
+}
+
+/// The change made on the parsed document (comments and layout are lost).
+fn edit_parsed(text: &str, change: &Change) -> Result<String, String> {
+    let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let hsms = doc
+        .entry("hsm")
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+        .as_array_mut()
+        .ok_or("`hsm` is not an array of tables")?;
+    match change {
+        Change::Add(h) => {
+            let mut t = toml::Table::new();
+            t.insert("id".into(), toml::Value::String(h.id.clone()));
+            t.insert("kind".into(), toml::Value::String("embedded".into()));
+            if let Some(p) = &h.path {
+                t.insert(
+                    "path".into(),
+                    toml::Value::String(p.to_string_lossy().into_owned()),
+                );
+            }
+            hsms.push(toml::Value::Table(t));
+        }
+        Change::Remove(id) => {
+            hsms.retain(|v| v.get("id").and_then(|v| v.as_str()) != Some(id));
+        }
+    }
+    toml::to_string(&doc).map_err(|e| e.to_string())
+}
+
+/// The same directory? (Resolved where it exists, made absolute where it does not.)
+fn same_dir(a: &Path, b: &Path) -> bool {
+    norm(a) == norm(b)
+}
+
+fn norm(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> HsmConfig {
+        HsmConfig {
+            id: id.into(),
+            kind: HsmKind::Embedded,
+            path: None,
+            fault_file: None,
+        }
+    }
+
+    const TEXT: &str = "# my key store\n[keystore]\nlabel = \"x\"\n\n[[hsm]]\nid = \"a\"\n\
+                        kind = \"embedded\"\n\n# the second one\n[[hsm]]\nid = \"b\"\n\
+                        kind = \"embedded\" # inline\n\n[kdf]\nmemory_kib = 64\n";
+
+    #[test]
+    fn remove_keeps_the_rest() {
+        let t = remove_entry(TEXT, "a").unwrap();
+        assert_eq!(
+            t,
+            "# my key store\n[keystore]\nlabel = \"x\"\n\n# the second one\n[[hsm]]\n\
+             id = \"b\"\nkind = \"embedded\" # inline\n\n[kdf]\nmemory_kib = 64\n"
+        );
+        let t = remove_entry(TEXT, "b").unwrap();
+        assert!(t.contains("id = \"a\"") && !t.contains("id = \"b\""), "{t}");
+        assert!(t.contains("[kdf]\nmemory_kib = 64"), "{t}");
+        assert!(remove_entry(TEXT, "c").is_none());
+    }
+
+    #[test]
+    fn append_and_parsed_edit() {
+        let t = append_entry(TEXT, &entry("c"));
+        let cfg = Config::parse(&t, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.hsms.len(), 3);
+        assert_eq!(cfg.kdf.memory_kib, 64);
+        let t = edit_parsed(
+            "hsm = [{ id = \"a\", kind = \"embedded\" }, { id = \"b\", kind = \"embedded\" }]\n",
+            &Change::Remove("a"),
+        )
+        .unwrap();
+        let cfg = Config::parse(&t, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.hsms.len(), 1);
+        assert_eq!(cfg.hsms[0].id, "b");
+    }
 }

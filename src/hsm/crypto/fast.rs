@@ -8,7 +8,6 @@ use super::{CipherOp, SignOp, VerifyOp};
 use crate::error::{Error, Result};
 use crate::hsm::mechanism::{Curve, HashAlg, Mechanism};
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use aws_lc_rs::{digest, rsa};
 use pkcs11_sys::*;
@@ -568,9 +567,18 @@ pub fn decrypter(mech: &Mechanism, key: &Arc<FastKey>) -> Option<Box<dyn CipherO
 
 /// EC key generation in aws-lc-rs (the result is ordinary key material).
 pub fn generate_ec(curve: Curve) -> Option<KeyMaterial> {
+    generate_ec_pair(curve).map(|(k, _)| k)
+}
+
+/// EC key generation returning both halves: the public point comes from aws-lc-rs,
+/// which saves deriving it again.
+pub fn generate_ec_pair(curve: Curve) -> Option<(KeyMaterial, KeyMaterial)> {
     let (alg, _) = ec_algs(curve);
-    let doc = sig::EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new()).ok()?;
-    KeyMaterial::private_from_pkcs8(doc.as_ref()).ok()
+    let pair = sig::EcdsaKeyPair::generate(alg).ok()?;
+    let doc = pair.to_pkcs8v1().ok()?;
+    let private = KeyMaterial::private_from_pkcs8(doc.as_ref()).ok()?;
+    let public = KeyMaterial::ec_public_from_point(curve, pair.public_key().as_ref()).ok()?;
+    Some((private, public))
 }
 
 /// RSA key generation in aws-lc-rs for the sizes and exponent it supports.

@@ -79,6 +79,14 @@ pub fn generate_secret(len: usize) -> KeyMaterial {
 }
 
 /// A fresh EC private key on `curve`.
+/// A fresh EC key pair: (private, public).
+pub fn generate_ec_pair(curve: Curve) -> (KeyMaterial, Option<KeyMaterial>) {
+    match fast::generate_ec_pair(curve) {
+        Some((k, p)) => (k, Some(p)),
+        None => (ec::generate(curve), None),
+    }
+}
+
 pub fn generate_ec(curve: Curve) -> KeyMaterial {
     fast::generate_ec(curve).unwrap_or_else(|| ec::generate(curve))
 }
