@@ -116,6 +116,9 @@ pub struct HsmConfig {
     pub path: Option<PathBuf>,
     /// For tests: while this file exists the instance behaves as a failed device.
     pub fault_file: Option<PathBuf>,
+    /// Most calls in flight on this instance from one process (protects a small HSM
+    /// from being overloaded); callers beyond it go to another instance or wait.
+    pub max_in_flight: Option<u64>,
 }
 
 fn default_label() -> String {
@@ -208,6 +211,7 @@ impl Config {
                     kind: HsmKind::Embedded,
                     path: None,
                     fault_file: None,
+                    max_in_flight: None,
                 })
                 .collect(),
         };

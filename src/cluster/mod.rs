@@ -35,6 +35,7 @@ pub struct Member {
     pub path: std::path::PathBuf,
     instance: RwLock<Option<Arc<EmbeddedInstance>>>,
     fault_file: Option<std::path::PathBuf>,
+    max_in_flight: u64,
     healthy: AtomicBool,
     pub stats: Stats,
 }
@@ -121,6 +122,9 @@ impl Drop for Lease {
     }
 }
 
+/// How long a call waits for an instance below its concurrency limit.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Cluster {
     members: Vec<Arc<Member>>,
     balance: Balance,
@@ -151,6 +155,7 @@ impl Cluster {
                     path,
                     instance: RwLock::new(instance),
                     fault_file: h.fault_file.clone(),
+                    max_in_flight: h.max_in_flight.unwrap_or(u64::MAX),
                     healthy: AtomicBool::new(healthy),
                     stats: Stats::default(),
                 })
@@ -208,25 +213,45 @@ impl Cluster {
     /// the member lacks the key. Semantic errors are returned as they are.
     pub fn run<T>(&self, f: impl Fn(&EmbeddedInstance) -> Result<T>) -> Result<(T, Lease)> {
         let mut last: Option<Error> = None;
-        for m in self.order() {
-            let lease = m.lease();
-            let result = m.instance().and_then(|i| f(&i));
-            match result {
-                Ok(v) => return Ok((v, lease)),
-                Err(e) if e.is_device_failure() => {
-                    lease.failed();
-                    m.set_healthy(false, &e.msg);
-                    last = Some(e);
+        let mut wait = std::time::Duration::from_micros(50);
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let mut busy = false;
+            for m in self.order() {
+                // A member at its concurrency limit is passed over for now.
+                if m.stats.in_flight.load(Ordering::Relaxed) >= m.max_in_flight {
+                    busy = true;
+                    continue;
                 }
-                Err(e) if e.rv == CKR_KEY_HANDLE_INVALID => last = Some(e),
-                Err(e) => return Err(e),
+                let lease = m.lease();
+                let result = m.instance().and_then(|i| f(&i));
+                match result {
+                    Ok(v) => return Ok((v, lease)),
+                    Err(e) if e.is_device_failure() => {
+                        lease.failed();
+                        m.set_healthy(false, &e.msg);
+                        last = Some(e);
+                    }
+                    Err(e) if e.rv == CKR_KEY_HANDLE_INVALID => last = Some(e),
+                    Err(e) => return Err(e),
+                }
             }
+            // Every member able to serve is at its limit: back off and try again.
+            if !busy || last.is_some() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(std::time::Duration::from_millis(20));
         }
         Err(match last {
             Some(e) if e.rv == CKR_KEY_HANDLE_INVALID => e,
             Some(e) => Error::new(
                 CKR_DEVICE_ERROR,
                 format!("no healthy instance could serve the call (last: {})", e.msg),
+            ),
+            None if Instant::now() >= deadline => Error::new(
+                CKR_FUNCTION_FAILED,
+                "every instance stayed at its concurrency limit (max_in_flight)",
             ),
             None => Error::new(CKR_DEVICE_ERROR, "no healthy HSM instance"),
         })
