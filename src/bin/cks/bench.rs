@@ -62,6 +62,14 @@ pub struct BenchArgs {
     /// Also run the primitives directly (aws-lc-rs, RustCrypto), no PKCS#11
     #[arg(long)]
     pub raw: bool,
+    /// cks configuration for A (sets CKS_CONFIG before A is initialised)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// cks configuration for B. With `--vs` naming the same library as `--module`, a
+    /// private copy of the library is loaded for B, so one run compares two
+    /// configurations of cks side by side (e.g. audit off against batch)
+    #[arg(long, value_name = "FILE")]
+    pub vs_config: Option<PathBuf>,
     /// Extra token objects to create first, for find-by-label among many
     #[arg(long, default_value_t = 0)]
     pub keys: usize,
@@ -510,6 +518,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     };
     install_sigint();
 
+    if let Some(c) = &args.config {
+        std::env::set_var("CKS_CONFIG", c);
+    }
     let mut modules = vec![Module::open(
         "A",
         &args.module,
@@ -518,7 +529,23 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     )?];
     if let Some(vs) = &args.vs {
         let pin = args.vs_pin.as_deref().unwrap_or(&args.pin);
-        match Module::open("B", vs, args.vs_slot_label.as_deref(), pin) {
+        let mut vs = vs.clone();
+        let mut _copy = None;
+        if let Some(c) = &args.vs_config {
+            // The module reads CKS_CONFIG when it is initialised.
+            std::env::set_var("CKS_CONFIG", c);
+            let same = std::fs::canonicalize(&vs).ok() == std::fs::canonicalize(&args.module).ok();
+            if same {
+                // dlopen of the same file gives the same (already initialised) library;
+                // a copy under another name is a second, independent one.
+                let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+                let copy = dir.path().join("libcks_pkcs11_b.so");
+                std::fs::copy(&vs, &copy).map_err(|e| format!("copying {}: {e}", vs.display()))?;
+                vs = copy;
+                _copy = Some(dir);
+            }
+        }
+        match Module::open("B", &vs, args.vs_slot_label.as_deref(), pin) {
             Ok(m) => modules.push(m),
             Err(e) => {
                 finalize_all(modules);
