@@ -432,11 +432,7 @@ impl Token {
                 continue;
             }
             present.insert(so.uid);
-            table.insert(Object {
-                uid: so.uid,
-                attrs,
-                session: None,
-            });
+            table.insert(Object::new(so.uid, attrs, None));
         }
         table.remove_where(|o| o.is_token() && !present.contains(&o.uid));
         *seen = Some(version);
@@ -493,11 +489,7 @@ impl Token {
         self.keystore
             .cluster
             .put_object(uid, attrs.encode()?, material, token)?;
-        let obj = Object {
-            uid,
-            attrs,
-            session: if token { None } else { Some(session) },
-        };
+        let obj = Object::new(uid, attrs, if token { None } else { Some(session) });
         Ok(self.objects.write().insert(obj))
     }
 

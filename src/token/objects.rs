@@ -13,9 +13,24 @@ pub struct Object {
     pub attrs: Attributes,
     /// The session that owns a session object; `None` for token objects.
     pub session: Option<CK_SESSION_HANDLE>,
+    /// The key id (`CKA_CKS_KEY_ID`), shared with audit records without copying.
+    pub key_id: Option<Arc<str>>,
 }
 
 impl Object {
+    pub fn new(uid: Uuid, attrs: Attributes, session: Option<CK_SESSION_HANDLE>) -> Object {
+        let key_id = attrs
+            .get(super::policy::CKA_CKS_KEY_ID)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(Arc::from);
+        Object {
+            uid,
+            attrs,
+            session,
+            key_id,
+        }
+    }
+
     pub fn is_token(&self) -> bool {
         self.session.is_none()
     }

@@ -2,7 +2,6 @@
 //! the instance; the following calls run on the session's operation state.
 
 use super::mechanisms;
-use super::policy::CKA_CKS_KEY_ID;
 use super::session::{OpAudit, OpKind, OpState, Out};
 use super::{Login, Token};
 use crate::audit::ops;
@@ -10,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::hsm::crypto;
 use crate::hsm::mechanism::Mechanism;
 use pkcs11_sys::*;
-use std::sync::Arc;
 use std::time::Instant;
 
 impl Token {
@@ -92,11 +90,7 @@ impl Token {
         let audit = OpAudit {
             op: op_name,
             mechanism: mechanisms::name(mech_type),
-            key_id: obj
-                .attrs
-                .get(CKA_CKS_KEY_ID)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(Arc::from),
+            key_id: obj.key_id.clone(),
             version,
             instance: Some(lease.member_name()),
             user,

@@ -1,7 +1,7 @@
 //! `cks hsm`: the instances of the key store — list, sync, add, remove.
 
 use cks_pkcs11::cluster::{metrics, Member};
-use cks_pkcs11::config::{default_data_dir, Config, HsmConfig, HsmKind};
+use cks_pkcs11::config::{default_data_dir, Config, HsmConfig};
 use cks_pkcs11::hsm::embedded::{EmbeddedInstance, PinUser};
 use cks_pkcs11::keystore::KeyStore;
 use serde::Serialize;
@@ -71,8 +71,8 @@ pub enum HsmCommand {
         /// Also delete the instance's directory (default: it is left on disk).
         #[arg(long)]
         force_data: bool,
-        /// User PIN (or $CKS_PIN; never prompted for). Optional: with it, instances that
-        /// came back are brought up to date before the check, as `cks hsm sync` would.
+        /// User PIN (or $CKS_PIN; never prompted for). Optional: with it, the other
+        /// instances are first brought up to date, as `cks hsm sync` would.
         #[arg(long)]
         pin: Option<String>,
     },
@@ -225,12 +225,7 @@ fn add(id: &str, path: Option<&Path>, pin: Option<&str>) -> Result<(), String> {
         }
         None => None,
     };
-    let entry = HsmConfig {
-        id: id.to_string(),
-        kind: HsmKind::Embedded,
-        path,
-        fault_file: None,
-    };
+    let entry = new_entry(id, path.as_deref())?;
     let dir = cfg.hsm_dir(&entry);
     if let Some(h) = cfg.hsms.iter().find(|h| same_dir(&cfg.hsm_dir(h), &dir)) {
         return Err(format!(
@@ -403,9 +398,21 @@ fn remove(id: &str, force_data: bool, pin: Option<&str>) -> Result<(), String> {
             .map(Zeroizing::new),
     };
     if let Some(pin) = &pin {
-        // Members that came back are repaired first: that can make the removal possible.
+        // The other instances are brought up to date first: that can make the removal
+        // possible.
         ks.login(PinUser::User, pin.as_bytes())
             .map_err(|e| format!("{e}; nothing changed"))?;
+        for m in ks.cluster.members().iter().filter(|m| m.id != id) {
+            if reachable(m).is_err() {
+                continue;
+            }
+            eprint!("syncing {} ... ", m.id);
+            let r = ks.repair(m);
+            match &r.error {
+                None => eprintln!("ok ({} copied, {} deleted)", r.copied, r.deleted),
+                Some(e) => eprintln!("FAILED: {e}"),
+            }
+        }
     }
     let checked = check_copies(&ks, id);
     ks.logout(&[]);
@@ -450,10 +457,10 @@ fn remove(id: &str, force_data: bool, pin: Option<&str>) -> Result<(), String> {
 }
 
 /// The instance, if it answers.
-fn reachable(m: &Member) -> Option<Arc<EmbeddedInstance>> {
-    let i = m.instance().ok()?;
-    i.probe().ok()?;
-    Some(i)
+fn reachable(m: &Member) -> Result<Arc<EmbeddedInstance>, String> {
+    let i = m.instance().map_err(|e| e.msg.to_string())?;
+    i.probe().map_err(|e| e.msg.to_string())?;
+    Ok(i)
 }
 
 /// Refuse if `id` holds a token object, or the newest metadata of a key, that no other
@@ -469,7 +476,7 @@ fn check_copies(ks: &KeyStore, id: &str) -> Result<bool, String> {
     let others: Vec<(String, Arc<EmbeddedInstance>)> = members
         .iter()
         .filter(|m| m.id != id && m.is_healthy())
-        .filter_map(|m| Some((m.id.clone(), reachable(m)?)))
+        .filter_map(|m| Some((m.id.clone(), reachable(m).ok()?)))
         .filter(|(_, i)| !initialised || i.is_initialized().unwrap_or(false))
         .collect();
     let names = |v: &[(String, Arc<EmbeddedInstance>)]| {
@@ -478,20 +485,20 @@ fn check_copies(ks: &KeyStore, id: &str) -> Result<bool, String> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if initialised && others.is_empty() {
-        return Err(format!(
-            "refused: removing {id} would leave no healthy instance (none of the others \
-             answers); bring one back (`cks hsm sync`) or add one (`cks hsm add`) first"
-        ));
-    }
-    let held = reachable(target).ok_or_else(|| "it does not answer".to_string());
-    let held = held.and_then(|i| {
+    let held = reachable(target).and_then(|i| {
         let objects = i.object_ids().map_err(|e| e.msg.to_string())?;
         let cmks = i.load_cmks().map_err(|e| e.msg.to_string())?;
         Ok((objects, cmks))
     });
+    let no_other = || {
+        Err(format!(
+            "refused: removing {id} would leave no healthy instance (none of the others \
+             answers); bring one back (`cks hsm sync`) or add one (`cks hsm add`) first"
+        ))
+    };
     let (objects, cmks) = match held {
         Ok(x) => x,
+        Err(_) if initialised && others.is_empty() => return no_other(),
         Err(e) => {
             println!("{id} cannot be read ({e}): it holds no healthy copy of any key");
             return Ok(false);
@@ -561,6 +568,9 @@ fn check_copies(ks: &KeyStore, id: &str) -> Result<bool, String> {
                 names(&others)
             }
         ));
+    }
+    if initialised && others.is_empty() {
+        return no_other();
     }
     println!(
         "{id}: every token object it holds ({}) is also on a healthy instance ({})",
@@ -718,6 +728,22 @@ fn edit_config(file: Option<&Path>, cfg: &Config, change: Change) -> Result<Edit
     })
 }
 
+/// A new embedded instance's entry (fields not given take their defaults).
+fn new_entry(id: &str, path: Option<&Path>) -> Result<HsmConfig, String> {
+    let mut t = toml::Table::new();
+    t.insert("id".into(), toml::Value::String(id.into()));
+    t.insert("kind".into(), toml::Value::String("embedded".into()));
+    if let Some(p) = path {
+        t.insert(
+            "path".into(),
+            toml::Value::String(p.to_string_lossy().into_owned()),
+        );
+    }
+    toml::Value::Table(t)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string())
+}
+
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -796,7 +822,11 @@ fn remove_entry(text: &str, id: &str) -> Option<String> {
             while last > i + 1 && blank_or_comment(lines[last - 1]) {
                 last -= 1;
             }
+            // Comment lines right above the header describe it.
             let mut start = i;
+            while start > 0 && lines[start - 1].trim_start().starts_with('#') {
+                start -= 1;
+            }
             if start > 0 && lines[start - 1].trim().is_empty() {
                 start -= 1;
             }
@@ -851,12 +881,7 @@ mod tests {
     use super::*;
 
     fn entry(id: &str) -> HsmConfig {
-        HsmConfig {
-            id: id.into(),
-            kind: HsmKind::Embedded,
-            path: None,
-            fault_file: None,
-        }
+        new_entry(id, None).unwrap()
     }
 
     const TEXT: &str = "# my key store\n[keystore]\nlabel = \"x\"\n\n[[hsm]]\nid = \"a\"\n\
@@ -872,8 +897,11 @@ mod tests {
              id = \"b\"\nkind = \"embedded\" # inline\n\n[kdf]\nmemory_kib = 64\n"
         );
         let t = remove_entry(TEXT, "b").unwrap();
-        assert!(t.contains("id = \"a\"") && !t.contains("id = \"b\""), "{t}");
-        assert!(t.contains("[kdf]\nmemory_kib = 64"), "{t}");
+        assert_eq!(
+            t,
+            "# my key store\n[keystore]\nlabel = \"x\"\n\n[[hsm]]\nid = \"a\"\n\
+             kind = \"embedded\"\n\n[kdf]\nmemory_kib = 64\n"
+        );
         assert!(remove_entry(TEXT, "c").is_none());
     }
 
