@@ -319,7 +319,14 @@ fn bring_up_to_date(id: &str, pin: &Zeroizing<String>) -> Result<(), String> {
     ks.logout(&[]);
     if let Some(e) = report.error {
         eprintln!("FAILED");
-        return Err(later(e));
+        return Err(later(if before_init {
+            format!(
+                "{e} (its directory already held an initialised instance; one of another \
+                 key store cannot join this one)"
+            )
+        } else {
+            e
+        }));
     }
     let after: HashSet<Uuid> = after
         .map_err(|e| later(e.to_string()))?

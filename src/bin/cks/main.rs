@@ -36,7 +36,7 @@ struct Cli {
 enum Command {
     /// Create (or re-create) the key store: its token, SO and user PINs, and instances.
     Init(init::InitArgs),
-    /// The HSM instances of the key store: list, sync.
+    /// The HSM instances of the key store: list, sync, add, remove.
     #[command(subcommand)]
     Hsm(hsm::HsmCommand),
     /// Customer master keys: create, list, describe, enable, disable, rotate, aliases,
