@@ -33,9 +33,25 @@ pub struct KeyStore {
     /// Serialises repairs (background and on demand).
     repairing: Mutex<()>,
     pub(crate) kms: crate::kms::lifecycle::KmsState,
+    /// Key objects seen without a key record, and since when.
+    orphans: Mutex<std::collections::HashMap<Uuid, std::time::Instant>>,
     /// (minimum, default) waiting period before a scheduled deletion, in days.
     pub(crate) pending_days: (f64, f64),
 }
+
+/// A token key object that must belong to a CMK: a secret or private key, or the
+/// public half of a generated pair.
+pub fn is_key_object(attrs: &crate::token::attribute::Attributes) -> bool {
+    match attrs.class() {
+        CKO_SECRET_KEY | CKO_PRIVATE_KEY => true,
+        CKO_PUBLIC_KEY => attrs.flag(CKA_LOCAL),
+        _ => false,
+    }
+}
+
+/// How long a key object without a key record is left alone before it counts as the
+/// remains of an interrupted creation (another process may be creating it right now).
+const ORPHAN_GRACE: Duration = Duration::from_secs(60);
 
 /// What one repair did, for `cks hsm sync` and the log.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -82,6 +98,7 @@ impl KeyStore {
             metrics_dir: dir.join("metrics"),
             repairing: Mutex::new(()),
             kms: Default::default(),
+            orphans: Mutex::new(Default::default()),
             pending_days: (
                 cfg.keystore.min_pending_days,
                 cfg.keystore.default_pending_days,
@@ -385,6 +402,48 @@ impl KeyStore {
             .collect()
     }
 
+    /// Remove the remains of interrupted key creations: key objects that have had no key
+    /// record for longer than `ORPHAN_GRACE` (they were never shown to anyone).
+    pub fn collect_orphans(&self) {
+        let Ok(objects) = self.cluster.load_objects() else {
+            return;
+        };
+        if self.refresh_cmks(true).is_err() {
+            return;
+        }
+        let mut orphans = self.orphans.lock();
+        let mut still = std::collections::HashMap::new();
+        for o in objects {
+            let Ok(attrs) = crate::token::attribute::Attributes::decode(&o.attrs) else {
+                continue;
+            };
+            let has_record = self
+                .with_cmks(|r| r.for_object(o.uid).is_some())
+                .unwrap_or(true);
+            if !attrs.flag(CKA_TOKEN) || !is_key_object(&attrs) || has_record {
+                continue;
+            }
+            let since = orphans
+                .get(&o.uid)
+                .copied()
+                .unwrap_or_else(std::time::Instant::now);
+            if since.elapsed() >= ORPHAN_GRACE {
+                tracing::warn!(object = %o.uid, "removing a key left by an interrupted creation");
+                let _ = self.destroy(o.uid, true);
+                let _ = self.audit_admin(
+                    ops::KEY_DELETE,
+                    "CKR_OK",
+                    Some(o.uid),
+                    Some("remains of an interrupted key creation removed".into()),
+                    None,
+                );
+            } else {
+                still.insert(o.uid, since);
+            }
+        }
+        *orphans = still;
+    }
+
     /// `cks hsm sync`: repair every reachable member.
     pub fn sync_all(&self) -> Vec<RepairReport> {
         self.cluster
@@ -406,6 +465,7 @@ impl KeyStore {
         }
         self.repair_unhealthy();
         self.run_due();
+        self.collect_orphans();
         if let Err(e) = metrics::publish(&self.metrics_dir, &self.cluster) {
             tracing::debug!("cannot publish metrics: {e}");
         }

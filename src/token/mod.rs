@@ -417,6 +417,7 @@ impl Token {
             return Ok(());
         }
         let stored = self.keystore.cluster.load_objects()?;
+        self.keystore.refresh_cmks(true)?;
         let show_private = self.login_state() == Login::User;
         let mut table = self.objects.write();
         let mut present = std::collections::HashSet::new();
@@ -429,6 +430,17 @@ impl Token {
                 }
             };
             if attrs.flag(CKA_PRIVATE) && !show_private {
+                continue;
+            }
+            // A key whose creation did not finish (its key record was never written,
+            // e.g. the creating process was killed) is not shown; it is removed later.
+            // Keys this process is creating right now are already in the table.
+            if crate::keystore::is_key_object(&attrs)
+                && table.handle_of(&so.uid).is_none()
+                && self
+                    .keystore
+                    .with_cmks(|r| r.for_object(so.uid).is_none())?
+            {
                 continue;
             }
             present.insert(so.uid);
