@@ -292,16 +292,21 @@ fn two_processes_share_one_store() {
                 .unwrap();
             r.verify(s, &Mech::new(CKM_SHA256_HMAC), from_b[0], b"from A", &mac)
                 .unwrap();
-            // The public half verifies what B signed with A's private key.
+            // B signed with A's private key, then scheduled the key's deletion: the whole
+            // key (its public half too) now refuses use, here as well.
             let sig = std::fs::read(std::env::var("CKS_CONFIG").unwrap() + ".sig").unwrap();
-            r.verify(
-                s,
-                &Mech::new(CKM_ECDSA_SHA256),
-                public,
-                b"signed by B",
-                &sig,
-            )
-            .unwrap();
+            assert_eq!(sig.len(), 64);
+            assert_eq!(
+                r.verify(
+                    s,
+                    &Mech::new(CKM_ECDSA_SHA256),
+                    public,
+                    b"signed by B",
+                    &sig,
+                )
+                .err(),
+                Some(CKR_KEY_FUNCTION_NOT_PERMITTED)
+            );
             // B destroyed A's data object: gone here too.
             assert!(
                 find_label(&r, s, SHARED_LABEL, CKO_DATA).is_empty(),
