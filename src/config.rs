@@ -230,6 +230,9 @@ impl Config {
                     .into(),
             ));
         }
+        if self.hsms.len() > 64 {
+            return Err(invalid("expected at most 64 [[hsm]] entries".into()));
+        }
         let mut seen = std::collections::HashSet::new();
         for h in &self.hsms {
             if h.id.is_empty()

@@ -32,6 +32,26 @@ static INIT_LOCK: Mutex<()> = Mutex::new(());
 /// Incremented in the child after every `fork()` (see `ffi::register_fork_handler`).
 pub static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// Run `f` with the live provider. The provider is borrowed through arc-swap's guard,
+/// so the hot path touches no shared reference count.
+pub fn with<R>(f: impl FnOnce(&Provider) -> Result<R>) -> Result<R> {
+    let guard = PROVIDER.load();
+    match &*guard {
+        Some(p) if p.fork_generation == FORK_GENERATION.load(Ordering::Relaxed) => {
+            if p.poisoned.load(Ordering::Relaxed) {
+                return Err(Error::general(
+                    "an internal error occurred earlier; call C_Finalize",
+                ));
+            }
+            f(p)
+        }
+        _ => Err(Error::new(
+            CKR_CRYPTOKI_NOT_INITIALIZED,
+            "call C_Initialize first",
+        )),
+    }
+}
+
 pub fn get() -> Result<Arc<Provider>> {
     let guard = PROVIDER.load();
     match &*guard {

@@ -369,7 +369,9 @@ fn verify_once(dir: &Path) -> (VerifyReport, bool) {
         let fname = s.name.file_name();
         // An empty unlisted segment is what a writer killed between creating its file
         // and listing it leaves: it holds no record, so nothing was lost or added.
-        let empty = std::fs::metadata(&s.path).map(|m| m.len() == 0).unwrap_or(false);
+        let empty = std::fs::metadata(&s.path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(false);
         if manifest.exists && !manifest.created.contains_key(&fname) && !empty {
             r.add_transient(
                 &s.path,

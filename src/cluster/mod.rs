@@ -9,7 +9,6 @@ use crate::config::{Balance, Config};
 use crate::error::{Error, Result};
 use crate::hsm::crypto::KeyMaterial;
 use crate::hsm::embedded::{EmbeddedInstance, StoredObject};
-use parking_lot::RwLock;
 use pkcs11_sys::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -33,7 +32,9 @@ pub struct Member {
     audit: Arc<crate::audit::AuditLog>,
     pub kind: &'static str,
     pub path: std::path::PathBuf,
-    instance: RwLock<Option<Arc<EmbeddedInstance>>>,
+    /// Read on every call: a snapshot (no shared lock, no reference count touched).
+    instance: arc_swap::ArcSwapOption<EmbeddedInstance>,
+    opening: parking_lot::Mutex<()>,
     fault_file: Option<std::path::PathBuf>,
     max_in_flight: u64,
     healthy: AtomicBool,
@@ -67,11 +68,24 @@ impl Member {
 
     /// The instance, opening it again if it could not be opened before.
     pub fn instance(&self) -> Result<Arc<EmbeddedInstance>> {
-        if let Some(i) = &*self.instance.read() {
+        if let Some(i) = &*self.instance.load() {
             return Ok(i.clone());
         }
-        let mut slot = self.instance.write();
-        if let Some(i) = &*slot {
+        self.open_instance()
+    }
+
+    /// Run `f` on the instance without taking a reference to it (the hot path).
+    pub fn with_instance<T>(&self, f: impl FnOnce(&EmbeddedInstance) -> Result<T>) -> Result<T> {
+        if let Some(i) = &*self.instance.load() {
+            return f(i);
+        }
+        let i = self.open_instance()?;
+        f(&i)
+    }
+
+    fn open_instance(&self) -> Result<Arc<EmbeddedInstance>> {
+        let _g = self.opening.lock();
+        if let Some(i) = &*self.instance.load() {
             return Ok(i.clone());
         }
         let i = Arc::new(EmbeddedInstance::open(
@@ -79,7 +93,7 @@ impl Member {
             &self.path,
             self.fault_file.clone(),
         )?);
-        *slot = Some(i.clone());
+        self.instance.store(Some(i.clone()));
         Ok(i)
     }
 
@@ -153,7 +167,8 @@ impl Cluster {
                     audit: audit.clone(),
                     kind: "embedded",
                     path,
-                    instance: RwLock::new(instance),
+                    instance: arc_swap::ArcSwapOption::new(instance),
+                    opening: parking_lot::Mutex::new(()),
                     fault_file: h.fault_file.clone(),
                     max_in_flight: h.max_in_flight.unwrap_or(u64::MAX),
                     healthy: AtomicBool::new(healthy),
@@ -184,29 +199,37 @@ impl Cluster {
         self.min_replicas
     }
 
-    /// Healthy members in the order the balancing policy prefers them.
-    fn order(&self) -> Vec<Arc<Member>> {
-        let mut healthy: Vec<Arc<Member>> = self
-            .members
-            .iter()
-            .filter(|m| m.is_healthy())
-            .cloned()
-            .collect();
-        match self.balance {
-            Balance::LeastOutstanding => {
-                // Ties broken by rotation so idle members share the load.
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                let n = healthy.len().max(1);
-                healthy.rotate_left(start % n);
-                healthy.sort_by_key(|m| m.stats.in_flight.load(Ordering::Relaxed));
+    /// The member the balancing policy prefers among the healthy ones not yet `tried`
+    /// (a bit per member). No allocation and, for least-outstanding, no shared write:
+    /// ties rotate by a per-thread counter.
+    fn pick(&self, tried: u64) -> Option<(usize, &Arc<Member>)> {
+        thread_local!(static TURN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+        let n = self.members.len();
+        let start = match self.balance {
+            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
+            Balance::LeastOutstanding => TURN.with(|t| {
+                let v = t.get().wrapping_add(1);
+                t.set(v);
+                v
+            }),
+        };
+        let mut best: Option<(usize, u64)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if tried & (1 << i) != 0 || !self.members[i].is_healthy() {
+                continue;
             }
-            Balance::RoundRobin => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                let n = healthy.len().max(1);
-                healthy.rotate_left(start % n);
+            let load = match self.balance {
+                Balance::LeastOutstanding => {
+                    self.members[i].stats.in_flight.load(Ordering::Relaxed)
+                }
+                Balance::RoundRobin => 0,
+            };
+            if best.is_none_or(|(_, l)| load < l) {
+                best = Some((i, load));
             }
         }
-        healthy
+        best.map(|(i, _)| (i, &self.members[i]))
     }
 
     /// Run `f` on one healthy member, moving to another on a device failure or when
@@ -217,14 +240,16 @@ impl Cluster {
         let deadline = Instant::now() + BUSY_TIMEOUT;
         loop {
             let mut busy = false;
-            for m in self.order() {
+            let mut tried = 0u64;
+            while let Some((i, m)) = self.pick(tried) {
+                tried |= 1 << i;
                 // A member at its concurrency limit is passed over for now.
                 if m.stats.in_flight.load(Ordering::Relaxed) >= m.max_in_flight {
                     busy = true;
                     continue;
                 }
                 let lease = m.lease();
-                let result = m.instance().and_then(|i| f(&i));
+                let result = m.with_instance(&f);
                 match result {
                     Ok(v) => return Ok((v, lease)),
                     Err(e) if e.is_device_failure() => {

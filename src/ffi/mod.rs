@@ -15,7 +15,6 @@ use crate::error::{rv_name, Error, Result};
 use crate::provider::{self, Provider};
 use pkcs11_sys::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 
 /// Run the body of an export: errors become their `CK_RV`, panics `CKR_GENERAL_ERROR`.
 fn guard(name: &'static str, f: impl FnOnce() -> Result<CK_RV>) -> CK_RV {
@@ -34,8 +33,8 @@ fn guard(name: &'static str, f: impl FnOnce() -> Result<CK_RV>) -> CK_RV {
 }
 
 /// The body of an export that needs the initialised library.
-fn with_provider(name: &'static str, f: impl FnOnce(&Arc<Provider>) -> Result<CK_RV>) -> CK_RV {
-    guard(name, || f(&provider::get()?))
+fn with_provider(name: &'static str, f: impl FnOnce(&Provider) -> Result<CK_RV>) -> CK_RV {
+    guard(name, || provider::with(f))
 }
 
 fn check_slot(slot: CK_SLOT_ID) -> Result<()> {

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::hsm::crypto::{self, KeyMaterial};
 use crate::keystore::KeyStore;
 use crate::token::attribute::Attributes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use pkcs11_sys::*;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -28,10 +28,38 @@ pub enum Use {
 
 #[derive(Default)]
 pub struct KmsState {
-    registry: RwLock<Registry>,
+    /// Replaced as a whole on change, read on every key use: a snapshot, no shared lock.
+    registry: arc_swap::ArcSwap<Registry>,
     /// When the records were last compared with the store, and the store's version then.
     checked: Mutex<Option<(Instant, i64)>>,
+    /// The same moment for the lock-free fast path (`Fresh::is_fresh`).
+    checked_fresh: Fresh,
     connected: Mutex<Option<(Instant, bool)>>,
+    connected_fresh: Fresh,
+    connected_now: std::sync::atomic::AtomicBool,
+}
+
+/// A timestamp readable without a lock, so that the per-call "is the cached view less
+/// than 500 ms old?" check costs no shared lock on the hot path.
+#[derive(Default)]
+struct Fresh(std::sync::atomic::AtomicU64);
+
+fn millis_since_start() -> u64 {
+    static START: once_cell::sync::Lazy<Instant> = once_cell::sync::Lazy::new(Instant::now);
+    // +1 so that 0 keeps meaning "never".
+    START.elapsed().as_millis() as u64 + 1
+}
+
+impl Fresh {
+    fn is_fresh(&self) -> bool {
+        let at = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        at != 0 && millis_since_start().saturating_sub(at) < REFRESH.as_millis() as u64
+    }
+
+    fn touch(&self) {
+        self.0
+            .store(millis_since_start(), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Proof that a purge removed the material everywhere: each instance asked afterwards.
@@ -78,6 +106,9 @@ impl KeyStore {
     /// `skip_timer`: compare with the store now rather than at most every 500 ms;
     /// `force`: re-read even if the store did not change.
     fn refresh(&self, skip_timer: bool, force: bool) -> Result<()> {
+        if !skip_timer && self.kms.checked_fresh.is_fresh() {
+            return Ok(());
+        }
         let mut checked = self.kms.checked.lock();
         if !skip_timer {
             if let Some((at, _)) = *checked {
@@ -89,6 +120,7 @@ impl KeyStore {
         let version = self.cluster.data_version()?;
         if !force && checked.is_some_and(|(_, v)| v == version) {
             *checked = Some((Instant::now(), version));
+            self.kms.checked_fresh.touch();
             return Ok(());
         }
         let mut records = Vec::new();
@@ -98,21 +130,24 @@ impl KeyStore {
                 Err(e) => tracing::error!("skipping unreadable key metadata: {e}"),
             }
         }
-        *self.kms.registry.write() = Registry::from_records(records);
+        self.kms
+            .registry
+            .store(std::sync::Arc::new(Registry::from_records(records)));
         *checked = Some((Instant::now(), version));
+        self.kms.checked_fresh.touch();
         Ok(())
     }
 
     pub fn with_cmks<T>(&self, f: impl FnOnce(&Registry) -> T) -> Result<T> {
         self.refresh_cmks(false)?;
-        Ok(f(&self.kms.registry.read()))
+        Ok(f(&self.kms.registry.load()))
     }
 
     /// May this object be used for `what`? Objects that are no CMK pass (`None`);
     /// for a CMK, the version the object holds.
     pub fn check_use(&self, object: Uuid, what: Use) -> Result<Option<u32>> {
         self.refresh_cmks(false)?;
-        let reg = self.kms.registry.read();
+        let reg = self.kms.registry.load();
         let Some((cmk, version)) = reg.for_object(object) else {
             return Ok(None);
         };
@@ -142,7 +177,7 @@ impl KeyStore {
         // The object may be newer than the records read (a key or version another
         // process just made): look again if the store changed since.
         self.refresh(true, false)?;
-        Ok(lookup(&self.kms.registry.read()))
+        Ok(lookup(&self.kms.registry.load()))
     }
 
     /// For each object: does it hold an older version of its key? (Searches list the
@@ -150,7 +185,7 @@ impl KeyStore {
     pub fn older_versions(&self, objects: &[Uuid]) -> Result<Vec<bool>> {
         // Compare with the store now: a version another process just added must count.
         self.refresh(true, false)?;
-        let reg = self.kms.registry.read();
+        let reg = self.kms.registry.load();
         Ok(objects
             .iter()
             .map(|o| {
@@ -170,7 +205,11 @@ impl KeyStore {
         cmk.generation += 1;
         self.cluster
             .put_cmk(cmk.id, cmk.generation, &cmk.encode()?)?;
-        self.kms.registry.write().insert(cmk.clone());
+        self.kms.registry.rcu(|r| {
+            let mut r = Registry::clone(r);
+            r.insert(cmk.clone());
+            r
+        });
         Ok(cmk)
     }
 
@@ -189,7 +228,7 @@ impl KeyStore {
         self.refresh_cmks(true)?;
         let mut aliases = Vec::new();
         if let Some(a) = alias {
-            match (check_alias(&a), self.kms.registry.read().alias_owner(&a)) {
+            match (check_alias(&a), self.kms.registry.load().alias_owner(&a)) {
                 (Ok(()), None) => aliases.push(a),
                 (Ok(()), Some(owner)) => {
                     tracing::info!(alias = %a, owner = %owner, "alias already in use; the new key has none")
@@ -436,7 +475,11 @@ impl KeyStore {
         }
         self.store_tombstone(cmk.id)?;
         self.cluster.delete_cmk(cmk.id)?;
-        self.kms.registry.write().remove(cmk.id);
+        self.kms.registry.rcu(|r| {
+            let mut r = Registry::clone(r);
+            r.remove(cmk.id);
+            r
+        });
         let instances: Vec<InstanceProof> = self
             .cluster
             .members()
@@ -487,7 +530,7 @@ impl KeyStore {
         }
         let t = now();
         let (due, rotate): (Vec<Uuid>, Vec<Uuid>) = {
-            let reg = self.kms.registry.read();
+            let reg = self.kms.registry.load();
             let due = reg
                 .cmks
                 .values()
@@ -529,6 +572,10 @@ impl KeyStore {
     pub fn set_connected(&self, connected: bool) -> Result<()> {
         self.store_meta(META_DISCONNECTED, if connected { b"0" } else { b"1" })?;
         *self.kms.connected.lock() = Some((Instant::now(), connected));
+        self.kms
+            .connected_now
+            .store(connected, std::sync::atomic::Ordering::Relaxed);
+        self.kms.connected_fresh.touch();
         self.audit_admin(
             if connected {
                 ops::CONNECT
@@ -546,6 +593,12 @@ impl KeyStore {
 
     /// Whether the key store is connected (re-read at most every 500 ms).
     pub fn is_connected(&self) -> bool {
+        if self.kms.connected_fresh.is_fresh() {
+            return self
+                .kms
+                .connected_now
+                .load(std::sync::atomic::Ordering::Relaxed);
+        }
         let mut c = self.kms.connected.lock();
         if let Some((at, v)) = *c {
             if at.elapsed() < REFRESH {
@@ -554,6 +607,10 @@ impl KeyStore {
         }
         let v = !matches!(self.read_meta(META_DISCONNECTED), Ok(Some(x)) if x == b"1");
         *c = Some((Instant::now(), v));
+        self.kms
+            .connected_now
+            .store(v, std::sync::atomic::Ordering::Relaxed);
+        self.kms.connected_fresh.touch();
         v
     }
 }

@@ -146,7 +146,7 @@ pub fn check_alias(alias: &str) -> Result<()> {
 }
 
 /// The CMKs as this process last read them, indexed for the hot path.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Registry {
     pub cmks: HashMap<Uuid, Cmk>,
     /// object uid → (CMK id, version)

@@ -16,12 +16,12 @@ use crate::error::{Error, Result};
 use crate::hsm::embedded::PinUser;
 use crate::keystore::KeyStore;
 use attribute::{AttrType, Attributes, Template};
+use dashmap::DashMap;
 use objects::{Object, ObjectTable};
 use parking_lot::{Mutex, RwLock};
 use pkcs11_sys::*;
 use policy::Readable;
 use session::Session;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -50,7 +50,9 @@ pub struct TokenInfo {
 pub struct Token {
     label: String,
     keystore: Arc<KeyStore>,
-    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
+    /// Looked up on every call: a sharded map, so threads with their own sessions do
+    /// not contend on one lock.
+    sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>,
     next_session: AtomicU64,
     initialized: std::sync::atomic::AtomicBool,
     login: RwLock<Login>,
@@ -71,7 +73,7 @@ impl Token {
         Ok(Token {
             label: cfg.keystore.label.clone(),
             keystore: Arc::new(KeyStore::open(cfg)?),
-            sessions: RwLock::new(HashMap::new()),
+            sessions: DashMap::new(),
             next_session: AtomicU64::new(1),
             initialized: std::sync::atomic::AtomicBool::new(false),
             login: RwLock::new(Login::Public),
@@ -117,8 +119,8 @@ impl Token {
             CKF_SO_PIN_FINAL_TRY,
             CKF_SO_PIN_LOCKED,
         );
-        let sessions = self.sessions.read();
-        let rw = sessions.values().filter(|s| s.lock().rw).count();
+        let sessions = &self.sessions;
+        let rw = sessions.iter().filter(|s| s.value().lock().rw).count();
         Ok(TokenInfo {
             label: rec
                 .as_ref()
@@ -147,7 +149,7 @@ impl Token {
     pub fn init_token(&self, so_pin: &[u8], label: &str) -> Result<()> {
         self.check_present()?;
         check_pin_len(so_pin)?;
-        if !self.sessions.read().is_empty() {
+        if !self.sessions.is_empty() {
             return Err(Error::new(
                 CKR_SESSION_EXISTS,
                 "close every session before C_InitToken",
@@ -237,7 +239,7 @@ impl Token {
             ));
         }
         let h = self.next_session.fetch_add(1, Ordering::Relaxed);
-        self.sessions.write().insert(
+        self.sessions.insert(
             h,
             Arc::new(Mutex::new(Session::new(h, rw, self.keystore.audit.clone()))),
         );
@@ -257,21 +259,23 @@ impl Token {
 
     pub fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<Mutex<Session>>> {
         self.check_present()?;
+        self.session_in_progress(h)
+    }
+
+    /// A session for the calls that continue an operation already begun (its `Init`
+    /// checked that the key store is connected): no further check on the hot path.
+    pub(crate) fn session_in_progress(&self, h: CK_SESSION_HANDLE) -> Result<Arc<Mutex<Session>>> {
         self.sessions
-            .read()
             .get(&h)
-            .cloned()
+            .map(|s| s.value().clone())
             .ok_or_else(|| Error::new(CKR_SESSION_HANDLE_INVALID, "no such session"))
     }
 
     pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
-        let last = {
-            let mut sessions = self.sessions.write();
-            sessions
-                .remove(&h)
-                .ok_or_else(|| Error::new(CKR_SESSION_HANDLE_INVALID, "no such session"))?;
-            sessions.is_empty()
-        };
+        self.sessions
+            .remove(&h)
+            .ok_or_else(|| Error::new(CKR_SESSION_HANDLE_INVALID, "no such session"))?;
+        let last = self.sessions.is_empty();
         self.destroy_session_objects(|o| o.session == Some(h));
         if last {
             // "When the last session an application has with a token is closed, the
@@ -282,7 +286,7 @@ impl Token {
     }
 
     pub fn close_all_sessions(&self) {
-        self.sessions.write().clear();
+        self.sessions.clear();
         self.destroy_session_objects(|o| o.session.is_some());
         self.end_login();
     }
@@ -326,7 +330,7 @@ impl Token {
                 ))
             }
         }
-        if who == Login::So && self.sessions.read().values().any(|s| !s.lock().rw) {
+        if who == Login::So && self.sessions.iter().any(|s| !s.value().lock().rw) {
             return Err(Error::new(
                 CKR_SESSION_READ_ONLY_EXISTS,
                 "close read-only sessions before the SO logs in",
@@ -390,8 +394,8 @@ impl Token {
             let _ = self.keystore.destroy(o.uid, false);
         }
         self.keystore.logout(&token_uids);
-        for s in self.sessions.read().values() {
-            let mut s = s.lock();
+        for entry in self.sessions.iter() {
+            let mut s = entry.value().lock();
             s.op = None;
             s.find = None;
         }

@@ -176,7 +176,9 @@ impl Token {
         input: &[u8],
         cap: Option<usize>,
     ) -> Result<Out> {
-        self.session(h)?.lock().cipher_once(kind, input, cap)
+        self.session_in_progress(h)?
+            .lock()
+            .cipher_once(kind, input, cap)
     }
 
     pub fn cipher_update(
@@ -186,7 +188,9 @@ impl Token {
         input: &[u8],
         cap: Option<usize>,
     ) -> Result<Out> {
-        self.session(h)?.lock().cipher_update(kind, input, cap)
+        self.session_in_progress(h)?
+            .lock()
+            .cipher_update(kind, input, cap)
     }
 
     pub fn cipher_final(
@@ -195,7 +199,7 @@ impl Token {
         kind: OpKind,
         cap: Option<usize>,
     ) -> Result<Out> {
-        self.session(h)?.lock().cipher_final(kind, cap)
+        self.session_in_progress(h)?.lock().cipher_final(kind, cap)
     }
 
     pub fn sign(
@@ -204,11 +208,11 @@ impl Token {
         data: Option<&[u8]>,
         cap: Option<usize>,
     ) -> Result<Out> {
-        self.session(h)?.lock().sign(data, cap)
+        self.session_in_progress(h)?.lock().sign(data, cap)
     }
 
     pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.session(h)?.lock().sign_update(data)
+        self.session_in_progress(h)?.lock().sign_update(data)
     }
 
     pub fn verify(
@@ -217,11 +221,11 @@ impl Token {
         data: Option<&[u8]>,
         signature: &[u8],
     ) -> Result<()> {
-        self.session(h)?.lock().verify(data, signature)
+        self.session_in_progress(h)?.lock().verify(data, signature)
     }
 
     pub fn verify_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.session(h)?.lock().verify_update(data)
+        self.session_in_progress(h)?.lock().verify_update(data)
     }
 
     pub fn digest(
@@ -230,11 +234,11 @@ impl Token {
         data: Option<&[u8]>,
         cap: Option<usize>,
     ) -> Result<Out> {
-        self.session(h)?.lock().digest(data, cap)
+        self.session_in_progress(h)?.lock().digest(data, cap)
     }
 
     pub fn digest_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.session(h)?.lock().digest_update(data)
+        self.session_in_progress(h)?.lock().digest_update(data)
     }
 
     /// `C_DigestKey`: only a secret key whose value the caller could read anyway.

@@ -208,7 +208,9 @@ impl Session {
         };
         if done {
             let audit = self.op.take().and_then(|o| o.audit);
-            if let Some(a) = audit {
+            if let Some(a) =
+                audit.filter(|_| self.audit.durability() != crate::audit::Durability::Off)
+            {
                 // With `sync` durability an operation whose record cannot be written fails.
                 self.audit
                     .record(a.event(self.handle, outcome))

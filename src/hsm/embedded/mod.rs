@@ -334,6 +334,9 @@ impl EmbeddedInstance {
 
     /// The fast-engine form of an asymmetric key, parsed on first use.
     fn fast_key(&self, uid: Uuid, m: &KeyMaterial) -> Option<Arc<FastKey>> {
+        if matches!(m, KeyMaterial::Secret(_)) {
+            return None; // symmetric keys stay with RustCrypto
+        }
         if let Some(k) = self.fast.read().get(&uid) {
             return k.clone();
         }
