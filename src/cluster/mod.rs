@@ -136,6 +136,12 @@ impl Drop for Lease {
     }
 }
 
+thread_local! {
+    /// The member that served this thread's last successful call (an index, so that
+    /// keeping it costs no shared write); read once by the audit of one-call key uses.
+    static LAST_SERVED: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
 /// How long a call waits for an instance below its concurrency limit.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -251,7 +257,10 @@ impl Cluster {
                 let lease = m.lease();
                 let result = m.with_instance(&f);
                 match result {
-                    Ok(v) => return Ok((v, lease)),
+                    Ok(v) => {
+                        LAST_SERVED.with(|l| l.set(Some(i)));
+                        return Ok((v, lease));
+                    }
                     Err(e) if e.is_device_failure() => {
                         lease.failed();
                         m.set_healthy(false, &e.msg);
@@ -280,6 +289,12 @@ impl Cluster {
             ),
             None => Error::new(CKR_DEVICE_ERROR, "no healthy HSM instance"),
         })
+    }
+
+    /// The instance that served this thread's last call through `run`, once.
+    pub fn take_last_served(&self) -> Option<Arc<str>> {
+        let i = LAST_SERVED.with(|l| l.take())?;
+        self.members.get(i).map(|m| m.name.clone())
     }
 
     /// Run `f` on every healthy member; returns how many succeeded. Device failures mark

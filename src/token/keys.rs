@@ -576,6 +576,7 @@ impl Token {
         cap: Option<usize>,
     ) -> Result<super::Out> {
         let start = std::time::Instant::now();
+        self.keystore().cluster.take_last_served();
         let r = self.wrap_key_inner(h, mech, mech_type, wrapping, target, cap);
         self.audit_use(
             h,
@@ -598,6 +599,7 @@ impl Token {
         template: &Template,
     ) -> Result<CK_OBJECT_HANDLE> {
         let start = std::time::Instant::now();
+        self.keystore().cluster.take_last_served();
         let r = self.unwrap_key_inner(h, mech, mech_type, unwrapping, wrapped, template);
         self.audit_use(
             h,
@@ -619,6 +621,7 @@ impl Token {
         template: &Template,
     ) -> Result<CK_OBJECT_HANDLE> {
         let start = std::time::Instant::now();
+        self.keystore().cluster.take_last_served();
         let r = self.derive_key_inner(h, mech, mech_type, base, template);
         self.audit_use(
             h,
@@ -657,7 +660,7 @@ impl Token {
             mechanism: super::mechanisms::name(mech_type),
             key_id,
             version,
-            instance: None,
+            instance: self.keystore().cluster.take_last_served(),
             user: self.audit_user(),
             start,
         };
