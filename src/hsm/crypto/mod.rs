@@ -14,6 +14,12 @@ pub mod key;
 mod aes;
 mod digest;
 mod ec;
+/// The aws-lc-rs engine for RSA and ECDSA (feature `aws-lc`, on by default); without
+/// it, RustCrypto does everything.
+#[cfg(feature = "aws-lc")]
+pub mod fast;
+#[cfg(not(feature = "aws-lc"))]
+#[path = "fast_off.rs"]
 pub mod fast;
 mod rsa;
 mod wrap;
