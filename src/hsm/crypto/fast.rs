@@ -7,7 +7,7 @@ use super::key::{EcPrivate, KeyMaterial};
 use super::{CipherOp, SignOp, VerifyOp};
 use crate::error::{Error, Result};
 use crate::hsm::mechanism::{Curve, HashAlg, Mechanism};
-use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::encoding::{AsBigEndian, AsDer};
 use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use aws_lc_rs::{digest, rsa};
 use pkcs11_sys::*;
@@ -575,8 +575,9 @@ pub fn generate_ec(curve: Curve) -> Option<KeyMaterial> {
 pub fn generate_ec_pair(curve: Curve) -> Option<(KeyMaterial, KeyMaterial)> {
     let (alg, _) = ec_algs(curve);
     let pair = sig::EcdsaKeyPair::generate(alg).ok()?;
-    let doc = pair.to_pkcs8v1().ok()?;
-    let private = KeyMaterial::private_from_pkcs8(doc.as_ref()).ok()?;
+    // The raw scalar, not PKCS#8: parsing PKCS#8 would recompute the public key to check it.
+    let scalar = zeroize::Zeroizing::new(pair.private_key().as_be_bytes().ok()?.as_ref().to_vec());
+    let private = KeyMaterial::ec_private_from_scalar(curve, &scalar).ok()?;
     let public = KeyMaterial::ec_public_from_point(curve, pair.public_key().as_ref()).ok()?;
     Some((private, public))
 }

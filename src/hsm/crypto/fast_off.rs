@@ -15,11 +15,19 @@ impl FastKey {
     }
 }
 
-pub fn signer(_m: &Mechanism, _k: &Arc<FastKey>, _mat: &Arc<KeyMaterial>) -> Result<Option<Box<dyn SignOp>>> {
+pub fn signer(
+    _m: &Mechanism,
+    _k: &Arc<FastKey>,
+    _mat: &Arc<KeyMaterial>,
+) -> Result<Option<Box<dyn SignOp>>> {
     Ok(None)
 }
 
-pub fn verifier(_m: &Mechanism, _k: &Arc<FastKey>, _mat: &Arc<KeyMaterial>) -> Result<Option<Box<dyn VerifyOp>>> {
+pub fn verifier(
+    _m: &Mechanism,
+    _k: &Arc<FastKey>,
+    _mat: &Arc<KeyMaterial>,
+) -> Result<Option<Box<dyn VerifyOp>>> {
     Ok(None)
 }
 
