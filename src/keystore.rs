@@ -60,6 +60,8 @@ pub struct RepairReport {
     pub initialised: bool,
     pub copied: usize,
     pub deleted: usize,
+    /// Objects whose attributes were brought up to date.
+    pub updated: usize,
     pub error: Option<String>,
 }
 
@@ -383,6 +385,21 @@ impl KeyStore {
                 t.import(src.export(uid)?)?;
                 have.insert(uid);
                 report.copied += 1;
+            }
+        }
+        // Attribute changes (C_SetAttributeValue) the member missed: the healthy
+        // members' version wins (they took the change by majority).
+        if let Some(src) = sources.first() {
+            let current: std::collections::HashMap<Uuid, Vec<u8>> = src
+                .load_objects()?
+                .into_iter()
+                .map(|o| (o.uid, o.attrs))
+                .collect();
+            for o in t.load_objects()? {
+                if let Some(attrs) = current.get(&o.uid).filter(|a| **a != o.attrs) {
+                    t.update_attrs(o.uid, attrs)?;
+                    report.updated += 1;
+                }
             }
         }
         Ok(())
