@@ -52,24 +52,6 @@ pub fn with<R>(f: impl FnOnce(&Provider) -> Result<R>) -> Result<R> {
     }
 }
 
-pub fn get() -> Result<Arc<Provider>> {
-    let guard = PROVIDER.load();
-    match &*guard {
-        Some(p) if p.fork_generation == FORK_GENERATION.load(Ordering::Relaxed) => {
-            if p.poisoned.load(Ordering::Relaxed) {
-                return Err(Error::general(
-                    "an internal error occurred earlier; call C_Finalize",
-                ));
-            }
-            Ok(p.clone())
-        }
-        _ => Err(Error::new(
-            CKR_CRYPTOKI_NOT_INITIALIZED,
-            "call C_Initialize first",
-        )),
-    }
-}
-
 /// `can_create_threads`: false when the application said `CKF_LIBRARY_CANT_CREATE_OS_THREADS`;
 /// then health probes and repairs happen only at login.
 pub fn initialize(can_create_threads: bool) -> Result<()> {

@@ -3,7 +3,7 @@
 //! instance and kept (`FastKey`); every mechanism or parameter it does not cover falls
 //! back to the RustCrypto implementations, which stay the reference.
 
-use super::key::{EcPrivate, KeyMaterial};
+use super::key::KeyMaterial;
 use super::{CipherOp, SignOp, VerifyOp};
 use crate::error::{Error, Result};
 use crate::hsm::mechanism::{Curve, HashAlg, Mechanism};
@@ -602,15 +602,6 @@ pub fn generate_rsa(bits: usize, public_exponent: &[u8]) -> Option<KeyMaterial> 
     let pair = rsa::KeyPair::generate(size).ok()?;
     let der = pair.as_der().ok()?;
     KeyMaterial::private_from_pkcs8(der.as_ref()).ok()
-}
-
-/// Whether a private key is one the fast engine takes (for tests and the README).
-pub fn covers(m: &KeyMaterial) -> bool {
-    matches!(
-        m,
-        KeyMaterial::EcPrivate(EcPrivate::P256(_) | EcPrivate::P384(_))
-            | KeyMaterial::RsaPrivate(_)
-    )
 }
 
 #[cfg(test)]
