@@ -223,25 +223,7 @@ fn bounded(mut cmd: Command, dir: &Path) -> Out {
 }
 
 /// One instance as `cks hsm list --json` shows it.
-#[derive(Debug, serde::Deserialize)]
-#[allow(dead_code)]
-struct Row {
-    id: String,
-    kind: String,
-    path: String,
-    healthy: bool,
-    keys: usize,
-    in_flight: u64,
-    ops: u64,
-    errors: u64,
-    state: String,
-}
-
-fn row<'a>(rows: &'a [Row], id: &str) -> &'a Row {
-    rows.iter()
-        .find(|r| r.id == id)
-        .unwrap_or_else(|| panic!("no instance {id} in {rows:#?}"))
-}
+use common::{hsm_row as row, HsmRow as Row};
 
 /// Exactly the instances `ids`, each healthy and holding `keys` keys.
 fn assert_all_hold(rows: &[Row], ids: &[&str], keys: usize) {

@@ -125,3 +125,24 @@ pub fn run_child(test_name: &str, envs: &[(&str, &str)]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// One instance as `cks hsm list --json` prints it.
+#[derive(Debug, serde::Deserialize)]
+pub struct HsmRow {
+    pub id: String,
+    pub kind: String,
+    pub path: String,
+    pub healthy: bool,
+    pub keys: usize,
+    pub in_flight: u64,
+    pub ops: u64,
+    pub errors: u64,
+    pub state: String,
+}
+
+/// The row of instance `id`.
+pub fn hsm_row<'a>(rows: &'a [HsmRow], id: &str) -> &'a HsmRow {
+    rows.iter()
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("no instance {id} in {rows:#?}"))
+}
