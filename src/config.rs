@@ -105,6 +105,8 @@ pub struct LogConfig {
 #[serde(rename_all = "lowercase")]
 pub enum HsmKind {
     Embedded,
+    /// Any PKCS#11 module: a vendor HSM's client library, SoftHSM2, p11-kit's client.
+    Pkcs11,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +121,42 @@ pub struct HsmConfig {
     /// Most calls in flight on this instance from one process (protects a small HSM
     /// from being overloaded); callers beyond it go to another instance or wait.
     pub max_in_flight: Option<u64>,
+    /// pkcs11 instances: the module (shared library) to load.
+    pub module: Option<PathBuf>,
+    /// pkcs11 instances: the token, by label or by serial number.
+    pub token_label: Option<String>,
+    pub token_serial: Option<String>,
+    /// pkcs11 instances: where the token's user PIN is (never the PIN itself).
+    pub pin_env: Option<String>,
+    pub pin_file: Option<PathBuf>,
+    /// pkcs11 instances: the token's SO PIN, needed only while the domain key is
+    /// installed (`cks init`, or the first repair of a new member).
+    pub so_pin_env: Option<String>,
+    pub so_pin_file: Option<PathBuf>,
+    /// pkcs11 instances whose module cannot unwrap under the domain key (p11-kit's
+    /// remoting carries no AES key-wrap mechanism): take copies of keys as plaintext
+    /// values over the module's channel instead. Off unless set.
+    pub accept_plaintext_keys: Option<bool>,
+}
+
+impl HsmConfig {
+    pub fn embedded(id: &str) -> HsmConfig {
+        HsmConfig {
+            id: id.into(),
+            kind: HsmKind::Embedded,
+            path: None,
+            fault_file: None,
+            max_in_flight: None,
+            module: None,
+            token_label: None,
+            token_serial: None,
+            pin_env: None,
+            pin_file: None,
+            so_pin_env: None,
+            so_pin_file: None,
+            accept_plaintext_keys: None,
+        }
+    }
 }
 
 fn default_label() -> String {
@@ -206,13 +244,7 @@ impl Config {
             audit: Default::default(),
             hsms: ["hsm1", "hsm2"]
                 .iter()
-                .map(|id| HsmConfig {
-                    id: id.to_string(),
-                    kind: HsmKind::Embedded,
-                    path: None,
-                    fault_file: None,
-                    max_in_flight: None,
-                })
+                .map(|id| HsmConfig::embedded(id))
                 .collect(),
         };
         cfg.keystore.data_dir = Some(default_data_dir());
@@ -248,6 +280,55 @@ impl Config {
             }
             if !seen.insert(h.id.clone()) {
                 return Err(invalid(format!("hsm id {:?} appears twice", h.id)));
+            }
+            let pkcs11_only = [
+                ("module", h.module.is_some()),
+                ("token_label", h.token_label.is_some()),
+                ("token_serial", h.token_serial.is_some()),
+                ("pin_env", h.pin_env.is_some()),
+                ("pin_file", h.pin_file.is_some()),
+                ("so_pin_env", h.so_pin_env.is_some()),
+                ("so_pin_file", h.so_pin_file.is_some()),
+                ("accept_plaintext_keys", h.accept_plaintext_keys.is_some()),
+            ];
+            match h.kind {
+                HsmKind::Embedded => {
+                    if let Some((k, _)) = pkcs11_only.iter().find(|(_, set)| *set) {
+                        return Err(invalid(format!(
+                            "hsm {:?}: {k} is for kind = \"pkcs11\" instances",
+                            h.id
+                        )));
+                    }
+                }
+                HsmKind::Pkcs11 => {
+                    let need = |ok: bool, what: &str| {
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err(invalid(format!(
+                                "hsm {:?} (kind = \"pkcs11\"): {what}",
+                                h.id
+                            )))
+                        }
+                    };
+                    need(
+                        h.module.is_some(),
+                        "expected module = \"/path/to/module.so\"",
+                    )?;
+                    need(
+                        h.token_label.is_some() != h.token_serial.is_some(),
+                        "expected one of token_label or token_serial",
+                    )?;
+                    need(
+                        h.pin_env.is_some() != h.pin_file.is_some(),
+                        "expected one of pin_env or pin_file (the token's user PIN; never the PIN itself)",
+                    )?;
+                    need(
+                        !(h.so_pin_env.is_some() && h.so_pin_file.is_some()),
+                        "expected at most one of so_pin_env or so_pin_file",
+                    )?;
+                    need(h.path.is_none(), "path is for embedded instances")?;
+                }
             }
         }
         if self.keystore.label.is_empty() || self.keystore.label.len() > 32 {

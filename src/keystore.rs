@@ -377,15 +377,33 @@ impl KeyStore {
             report.deleted += 1;
         }
         have.retain(|u| !tombstones.contains(u));
+        // Sources that can wrap under the domain key first; a copy that fails from one
+        // source is tried from the next.
+        let mut sources = sources;
+        sources.sort_by_key(|i| (!i.can_export(), i.is_remote()));
+        let mut failed: Option<Error> = None;
         for src in &sources {
             for uid in src.object_ids()? {
                 if have.contains(&uid) || tombstones.contains(&uid) {
                     continue;
                 }
-                t.import(src.export(uid)?)?;
-                have.insert(uid);
-                report.copied += 1;
+                match crate::hsm::copy_object(src, &t, uid) {
+                    Ok(()) => {
+                        have.insert(uid);
+                        report.copied += 1;
+                    }
+                    Err(e) if e.is_device_failure() => return Err(e),
+                    Err(e) => failed = Some(e),
+                }
             }
+        }
+        let missing = sources
+            .iter()
+            .filter_map(|s| s.object_ids().ok())
+            .flatten()
+            .any(|u| !have.contains(&u) && !tombstones.contains(&u));
+        if let (true, Some(e)) = (missing, failed) {
+            return Err(e);
         }
         // Attribute changes (C_SetAttributeValue) the member missed: the healthy
         // members' version wins (they took the change by majority).

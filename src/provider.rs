@@ -138,7 +138,9 @@ fn init_logging(config: Option<&Config>) {
             .filter(|f| !f.is_empty())
             .or_else(|| config.and_then(|c| c.log.filter.clone()));
         let Some(filter) = filter else { return };
-        let env_filter = tracing_subscriber::EnvFilter::new(filter);
+        // cryptoki (used to reach pkcs11 members) reports each mechanism type it does
+        // not know as an error: noise, not a problem of ours.
+        let env_filter = tracing_subscriber::EnvFilter::new(format!("{filter},cryptoki=off"));
         let file = config.and_then(|c| c.log.file.clone()).or_else(|| {
             std::env::var_os("CKS_LOG_FILE")
                 .filter(|f| !f.is_empty())

@@ -4,11 +4,15 @@
 //! healthy member and count once durable on `min_replicas`.
 
 pub mod metrics;
+mod replay;
 
 use crate::config::{Balance, Config};
+use crate::config::{HsmConfig, HsmKind};
 use crate::error::{Error, Result};
 use crate::hsm::crypto::KeyMaterial;
-use crate::hsm::embedded::{EmbeddedInstance, StoredObject};
+use crate::hsm::embedded::EmbeddedInstance;
+use crate::hsm::pkcs11::Pkcs11Instance;
+use crate::hsm::{AnyInstance, KeySpec, StoredObject};
 use pkcs11_sys::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,16 +36,36 @@ pub struct Member {
     audit: Arc<crate::audit::AuditLog>,
     pub kind: &'static str,
     pub path: std::path::PathBuf,
+    config: HsmConfig,
     /// Read on every call: a snapshot (no shared lock, no reference count touched).
-    instance: arc_swap::ArcSwapOption<EmbeddedInstance>,
+    instance: arc_swap::ArcSwapOption<AnyInstance>,
     opening: parking_lot::Mutex<()>,
-    fault_file: Option<std::path::PathBuf>,
     max_in_flight: u64,
     healthy: AtomicBool,
     pub stats: Stats,
 }
 
 impl Member {
+    /// Where the instance is: an embedded one's directory, or a module and its token.
+    pub fn location(&self) -> String {
+        match self.config.kind {
+            HsmKind::Embedded => self.path.display().to_string(),
+            HsmKind::Pkcs11 => {
+                let module = self
+                    .config
+                    .module
+                    .as_ref()
+                    .map(|m| m.display().to_string())
+                    .unwrap_or_default();
+                match (&self.config.token_label, &self.config.token_serial) {
+                    (Some(l), _) => format!("{module} token={l}"),
+                    (_, Some(s)) => format!("{module} serial={s}"),
+                    _ => module,
+                }
+            }
+        }
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -67,7 +91,7 @@ impl Member {
     }
 
     /// The instance, opening it again if it could not be opened before.
-    pub fn instance(&self) -> Result<Arc<EmbeddedInstance>> {
+    pub fn instance(&self) -> Result<Arc<AnyInstance>> {
         if let Some(i) = &*self.instance.load() {
             return Ok(i.clone());
         }
@@ -75,7 +99,7 @@ impl Member {
     }
 
     /// Run `f` on the instance without taking a reference to it (the hot path).
-    pub fn with_instance<T>(&self, f: impl FnOnce(&EmbeddedInstance) -> Result<T>) -> Result<T> {
+    pub fn with_instance<T>(&self, f: impl FnOnce(&AnyInstance) -> Result<T>) -> Result<T> {
         if let Some(i) = &*self.instance.load() {
             return f(i);
         }
@@ -83,16 +107,12 @@ impl Member {
         f(&i)
     }
 
-    fn open_instance(&self) -> Result<Arc<EmbeddedInstance>> {
+    fn open_instance(&self) -> Result<Arc<AnyInstance>> {
         let _g = self.opening.lock();
         if let Some(i) = &*self.instance.load() {
             return Ok(i.clone());
         }
-        let i = Arc::new(EmbeddedInstance::open(
-            &self.id,
-            &self.path,
-            self.fault_file.clone(),
-        )?);
+        let i = Arc::new(open(&self.config, &self.path)?);
         self.instance.store(Some(i.clone()));
         Ok(i)
     }
@@ -104,6 +124,16 @@ impl Member {
             start: Instant::now(),
         }
     }
+}
+
+/// Open an instance of the kind its configuration names.
+fn open(h: &HsmConfig, path: &std::path::Path) -> Result<AnyInstance> {
+    Ok(match h.kind {
+        HsmKind::Embedded => {
+            AnyInstance::Embedded(EmbeddedInstance::open(&h.id, path, h.fault_file.clone())?)
+        }
+        HsmKind::Pkcs11 => AnyInstance::Pkcs11(Pkcs11Instance::open(h)?),
+    })
 }
 
 /// A call in progress on a member: counted in flight until dropped.
@@ -159,11 +189,10 @@ impl Cluster {
             .iter()
             .map(|h| {
                 let path = cfg.hsm_dir(h);
-                let opened = EmbeddedInstance::open(&h.id, &path, h.fault_file.clone());
-                let (instance, healthy) = match opened {
+                let (instance, healthy) = match open(h, &path) {
                     Ok(i) => (Some(Arc::new(i)), true),
                     Err(e) => {
-                        tracing::warn!(instance = %h.id, "cannot open instance: {e}");
+                        tracing::error!(instance = %h.id, "cannot open instance {}: {e}", h.id);
                         (None, false)
                     }
                 };
@@ -171,11 +200,14 @@ impl Cluster {
                     id: h.id.clone(),
                     name: Arc::from(h.id.as_str()),
                     audit: audit.clone(),
-                    kind: "embedded",
+                    kind: match h.kind {
+                        HsmKind::Embedded => "embedded",
+                        HsmKind::Pkcs11 => "pkcs11",
+                    },
                     path,
+                    config: h.clone(),
                     instance: arc_swap::ArcSwapOption::new(instance),
                     opening: parking_lot::Mutex::new(()),
-                    fault_file: h.fault_file.clone(),
                     max_in_flight: h.max_in_flight.unwrap_or(u64::MAX),
                     healthy: AtomicBool::new(healthy),
                     stats: Stats::default(),
@@ -240,7 +272,7 @@ impl Cluster {
 
     /// Run `f` on one healthy member, moving to another on a device failure or when
     /// the member lacks the key. Semantic errors are returned as they are.
-    pub fn run<T>(&self, f: impl Fn(&EmbeddedInstance) -> Result<T>) -> Result<(T, Lease)> {
+    pub fn run<T>(&self, f: impl Fn(&AnyInstance) -> Result<T>) -> Result<(T, Lease)> {
         let mut last: Option<Error> = None;
         let mut wait = std::time::Duration::from_micros(50);
         let deadline = Instant::now() + BUSY_TIMEOUT;
@@ -266,7 +298,10 @@ impl Cluster {
                         m.set_healthy(false, &e.msg);
                         last = Some(e);
                     }
-                    Err(e) if e.rv == CKR_KEY_HANDLE_INVALID => last = Some(e),
+                    // The member lacks the key, or its module the mechanism: ask another.
+                    Err(e) if matches!(e.rv, CKR_KEY_HANDLE_INVALID | CKR_MECHANISM_INVALID) => {
+                        last = Some(e)
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -278,7 +313,7 @@ impl Cluster {
             wait = (wait * 2).min(std::time::Duration::from_millis(20));
         }
         Err(match last {
-            Some(e) if e.rv == CKR_KEY_HANDLE_INVALID => e,
+            Some(e) if matches!(e.rv, CKR_KEY_HANDLE_INVALID | CKR_MECHANISM_INVALID) => e,
             Some(e) => Error::new(
                 CKR_DEVICE_ERROR,
                 format!("no healthy instance could serve the call (last: {})", e.msg),
@@ -299,7 +334,7 @@ impl Cluster {
 
     /// Run `f` on every healthy member; returns how many succeeded. Device failures mark
     /// members unhealthy.
-    pub fn each(&self, f: impl Fn(&EmbeddedInstance) -> Result<()>) -> (usize, Option<Error>) {
+    pub fn each(&self, f: impl Fn(&AnyInstance) -> Result<()>) -> (usize, Option<Error>) {
         let mut ok = 0;
         let mut err = None;
         for m in self.members.iter().filter(|m| m.is_healthy()) {
@@ -337,6 +372,32 @@ impl Cluster {
             }
             return Ok(());
         }
+        self.replicated(uid, |i| {
+            i.put_object(uid, attrs.clone(), material.clone(), true)
+        })
+    }
+
+    /// Generate a token key inside one member and replicate it (domain-wrapped) to the
+    /// rest; `attrs` gives its final attributes from the public half. Returns the
+    /// public half of a key pair.
+    pub fn generate(
+        &self,
+        uid: Uuid,
+        spec: &KeySpec,
+        attrs: crate::hsm::AttrsOf,
+    ) -> Result<Option<crate::hsm::crypto::KeyMaterial>> {
+        let public = parking_lot::Mutex::new(None);
+        self.replicated(uid, |i| {
+            *public.lock() = i.generate(uid, spec, attrs)?;
+            Ok(())
+        })?;
+        Ok(public.into_inner())
+    }
+
+    /// Make a token object on one member with `make`, then copy it to every other
+    /// healthy member. It counts as created once on `min_replicas` members — else
+    /// nothing is left.
+    fn replicated(&self, uid: Uuid, make: impl Fn(&AnyInstance) -> Result<()>) -> Result<()> {
         let healthy = self.members.iter().filter(|m| m.is_healthy()).count();
         if healthy < self.min_replicas {
             return Err(Error::new(
@@ -347,29 +408,18 @@ impl Cluster {
                 ),
             ));
         }
-        let (source, lease) = self.run(|i| {
-            i.put_object(uid, attrs.clone(), material.clone(), true)?;
-            Ok(i.id().to_string())
-        })?;
-        drop(lease);
+        let source = self.make_on_one(&make)?;
         let mut copies = 1;
-        let mut exported: Option<StoredObject> = None;
+        let src = self.member(&source)?.instance()?;
         for m in self
             .members
             .iter()
             .filter(|m| m.is_healthy() && m.id != source)
         {
-            let result = (|| {
-                if exported.is_none() {
-                    let src = self.member(&source)?.instance()?;
-                    exported = Some(src.export(uid)?);
-                }
-                let obj = exported
-                    .clone()
-                    .ok_or_else(|| Error::general("export vanished"))?;
-                m.instance()?.import(obj)
-            })();
-            match result {
+            match m
+                .instance()
+                .and_then(|dst| crate::hsm::copy_object(&src, &dst, uid))
+            {
                 Ok(()) => copies += 1,
                 Err(e) => {
                     tracing::warn!(instance = %m.id, key = %uid, "replication failed: {e}");
@@ -390,6 +440,41 @@ impl Cluster {
             ));
         }
         Ok(())
+    }
+
+    /// Run `make` on one member; returns its id. Where some members are remote, those
+    /// in this process come first, and members that cannot export (wrap under the
+    /// domain key) last: a key made there could not be copied to the others.
+    fn make_on_one(&self, make: &impl Fn(&AnyInstance) -> Result<()>) -> Result<String> {
+        let rank = |m: &Arc<Member>| {
+            m.instance()
+                .map(|i| (!i.can_export(), i.is_remote()))
+                .unwrap_or((true, true))
+        };
+        if !self.members.iter().any(|m| rank(m) != (false, false)) {
+            let (source, _lease) = self.run(|i| {
+                make(i)?;
+                Ok(i.id().to_string())
+            })?;
+            return Ok(source);
+        }
+        let mut order: Vec<&Arc<Member>> = self.members.iter().filter(|m| m.is_healthy()).collect();
+        order.sort_by_key(|m| rank(m));
+        let mut last = None;
+        for m in order {
+            let lease = m.lease();
+            match m.with_instance(|i| make(i)) {
+                Ok(()) => return Ok(m.id.clone()),
+                Err(e) if e.is_device_failure() => {
+                    lease.failed();
+                    m.set_healthy(false, &e.msg);
+                    last = Some(e);
+                }
+                Err(e) if e.rv == CKR_MECHANISM_INVALID => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::device("no healthy HSM instance")))
     }
 
     fn member(&self, id: &str) -> Result<&Arc<Member>> {
@@ -508,6 +593,75 @@ impl Cluster {
             return Err(err.unwrap_or_else(|| Error::device("no healthy HSM instance")));
         }
         Ok(())
+    }
+
+    /// What a remote operation needs to be finished on another member.
+    fn replay(
+        &self,
+        lease: &Lease,
+        uid: Uuid,
+        mech: &crate::hsm::mechanism::Mechanism,
+    ) -> replay::Replay {
+        replay::Replay {
+            members: self.members.clone(),
+            served: self
+                .members
+                .iter()
+                .position(|m| Arc::ptr_eq(m, &lease.member))
+                .unwrap_or(0),
+            uid,
+            mech: mech.clone(),
+            input: Vec::new(),
+        }
+    }
+
+    /// Start a signature on a member; on a remote member it can be finished elsewhere.
+    pub fn signer(
+        &self,
+        uid: Uuid,
+        mech: &crate::hsm::mechanism::Mechanism,
+    ) -> Result<(Box<dyn crate::hsm::crypto::SignOp>, Lease)> {
+        let ((op, remote), lease) = self.run(|i| Ok((i.signer(uid, mech)?, i.is_remote())))?;
+        if !remote {
+            return Ok((op, lease));
+        }
+        let replay = self.replay(&lease, uid, mech);
+        Ok((Box::new(replay::ReplaySign { op, replay }), lease))
+    }
+
+    pub fn verifier(
+        &self,
+        uid: Uuid,
+        mech: &crate::hsm::mechanism::Mechanism,
+    ) -> Result<(Box<dyn crate::hsm::crypto::VerifyOp>, Lease)> {
+        let ((op, remote), lease) = self.run(|i| Ok((i.verifier(uid, mech)?, i.is_remote())))?;
+        if !remote {
+            return Ok((op, lease));
+        }
+        let replay = self.replay(&lease, uid, mech);
+        Ok((Box::new(replay::ReplayVerify { op, replay }), lease))
+    }
+
+    pub fn cipher(
+        &self,
+        uid: Uuid,
+        mech: &crate::hsm::mechanism::Mechanism,
+        encrypt: bool,
+    ) -> Result<(Box<dyn crate::hsm::crypto::CipherOp>, Lease)> {
+        let ((op, remote), lease) =
+            self.run(|i| Ok((i.cipher(uid, mech, encrypt)?, i.is_remote())))?;
+        if !remote {
+            return Ok((op, lease));
+        }
+        let replay = self.replay(&lease, uid, mech);
+        Ok((
+            Box::new(replay::ReplayCipher {
+                op,
+                encrypt,
+                replay,
+            }),
+            lease,
+        ))
     }
 
     pub fn material(&self, uid: Uuid) -> Result<Arc<KeyMaterial>> {

@@ -44,7 +44,7 @@ pub fn encrypter(ks: &KeyStore, cmk: &Cmk, aad: &[u8]) -> Result<(Box<dyn Cipher
     header.extend_from_slice(&iv);
     let mech = gcm(&iv, &header, aad);
     let object = v.object;
-    let (inner, _) = ks.cluster.run(|i| i.cipher(object, &mech, true))?;
+    let (inner, _) = ks.cluster.cipher(object, &mech, true)?;
     Ok((Box::new(Seal { header, inner }), v.version, object))
 }
 
@@ -125,7 +125,7 @@ impl CipherOp for Open {
             .ok_or_else(|| invalid("the envelope names a version this key does not have"))?;
         self.ks.check_use(object, Use::Unprotect)?;
         let mech = gcm(&header[24..], header, &self.aad);
-        let (mut op, _) = self.ks.cluster.run(|i| i.cipher(object, &mech, false))?;
+        let (mut op, _) = self.ks.cluster.cipher(object, &mech, false)?;
         op.update(body, out)?;
         op.finish(out)
     }

@@ -7,7 +7,6 @@
 use super::{check_alias, now, Cmk, KeyState, Registry, Version};
 use crate::audit::ops;
 use crate::error::{Error, Result};
-use crate::hsm::crypto::{self, KeyMaterial};
 use crate::keystore::KeyStore;
 use crate::token::attribute::Attributes;
 use parking_lot::Mutex;
@@ -407,38 +406,27 @@ impl KeyStore {
             .latest()
             .cloned()
             .ok_or_else(|| Error::general("key has no version"))?;
-        let old = self.cluster.material(latest.object)?;
-        let fresh = match &*old {
-            KeyMaterial::Secret(v) => crypto::generate_secret(v.len()),
-            m if m.curve().is_some() => {
-                crypto::generate_ec(m.curve().ok_or_else(|| Error::general("curve"))?)
-            }
-            m => crypto::generate_rsa(
-                m.rsa_bits()
-                    .ok_or_else(|| Error::general("not a rotatable key"))?,
-                &m.rsa_public_exponent().unwrap_or_default(),
-            )?,
-        };
         let version = latest.version + 1;
         let object = Uuid::new_v4();
-        let (attrs, _) = self.cluster.run(|i| i.export(latest.object))?;
-        let mut attrs = Attributes::decode(&attrs.attrs)?;
-        let public = fresh.public_material();
-        crate::token::keys::public_attrs(&mut attrs, &fresh, CKO_PRIVATE_KEY);
+        let (old, _) = self.cluster.run(|i| i.export(latest.object))?;
+        let attrs = Attributes::decode(&old.attrs)?;
+        let spec = spec_of(&attrs)?;
+        let public = self.cluster.generate(object, &spec, &|p| {
+            let mut a = attrs.clone();
+            if let Some(p) = p {
+                crate::token::keys::public_attrs(&mut a, p, CKO_PRIVATE_KEY);
+            }
+            a.encode()
+        })?;
         let mut public_object = None;
-        let mut public_stored = None;
         if let (Some(pub_uid), Some(pm)) = (latest.public_object, public) {
             let (p, _) = self.cluster.run(|i| i.export(pub_uid))?;
             let mut pattrs = Attributes::decode(&p.attrs)?;
             crate::token::keys::public_attrs(&mut pattrs, &pm, CKO_PUBLIC_KEY);
-            public_stored = Some((pattrs, pm));
-            public_object = Some(Uuid::new_v4());
-        }
-        self.cluster
-            .put_object(object, attrs.encode()?, Some(fresh), true)?;
-        if let (Some(uid), Some((pattrs, pm))) = (public_object, public_stored) {
+            let uid = Uuid::new_v4();
             self.cluster
                 .put_object(uid, pattrs.encode()?, Some(pm), true)?;
+            public_object = Some(uid);
         }
         // Older versions step aside: the label names the current version only.
         for uid in std::iter::once(latest.object).chain(latest.public_object) {
@@ -620,4 +608,22 @@ fn invalid_state(c: &Cmk, why: &str) -> Error {
         CKR_FUNCTION_FAILED,
         format!("key {} is {:?}: {why}", c.id, c.state),
     )
+}
+
+/// What to generate for a new version of a key with these attributes.
+fn spec_of(attrs: &Attributes) -> Result<crate::hsm::KeySpec> {
+    use crate::hsm::KeySpec;
+    let len = attrs.ulong(CKA_VALUE_LEN).unwrap_or(32) as usize;
+    Ok(match attrs.key_type() {
+        Some(CKK_AES) => KeySpec::Aes(len),
+        Some(CKK_EC) => KeySpec::Ec(crate::token::keys::curve_from_params(
+            attrs.get(CKA_EC_PARAMS).unwrap_or_default(),
+        )?),
+        Some(CKK_RSA) => KeySpec::Rsa {
+            bits: attrs.get(CKA_MODULUS).map(|n| n.len() * 8).unwrap_or(2048),
+            public_exponent: attrs.get(CKA_PUBLIC_EXPONENT).unwrap_or_default().to_vec(),
+        },
+        Some(CKK_GENERIC_SECRET) => KeySpec::GenericSecret(len),
+        _ => return Err(Error::general("not a rotatable key")),
+    })
 }

@@ -7,8 +7,9 @@ use super::objects::Object;
 use super::policy::{self, template_bytes, template_ulong, Creation, CKA_CKS_KEY_ID};
 use super::{Login, Token};
 use crate::error::{Error, Result};
-use crate::hsm::crypto::{self, KeyMaterial};
+use crate::hsm::crypto::KeyMaterial;
 use crate::hsm::mechanism::{Curve, Mechanism};
+use crate::hsm::KeySpec;
 use crate::keystore::KeyStore;
 use pkcs11_sys::*;
 use uuid::Uuid;
@@ -170,7 +171,11 @@ impl Token {
         let token = attrs.flag(CKA_TOKEN);
         let described = describe(&attrs, key_type, len * 8);
         identity(&mut attrs, uid);
-        let handle = self.add_object(h, uid, attrs, Some(crypto::generate_secret(len)))?;
+        let spec = match key_type {
+            CKK_AES => KeySpec::Aes(len),
+            _ => KeySpec::GenericSecret(len),
+        };
+        let (handle, _) = self.add_generated(h, uid, &spec, &|_| Ok(attrs.clone()))?;
         if token {
             self.register(h, uid, &[handle], None, described)?;
         }
@@ -189,25 +194,30 @@ impl Token {
         self.require_user()?;
         let pub_t = for_class(CKO_PUBLIC_KEY, pub_template);
         let priv_t = for_class(CKO_PRIVATE_KEY, priv_template);
-        let mut known_public = None;
-        let (key_type, gen_mech, material) = match mech {
+        let (key_type, gen_mech, spec) = match mech {
             Mechanism::EcKeyPairGen => {
                 let params = template_bytes(&pub_t, CKA_EC_PARAMS)
                     .or_else(|| template_bytes(&priv_t, CKA_EC_PARAMS))
                     .ok_or_else(|| Error::template_incomplete("CKA_EC_PARAMS is required"))?;
-                let (k, p) = crypto::generate_ec_pair(curve_from_params(params)?);
-                known_public = p;
-                (CKK_EC, CKM_EC_KEY_PAIR_GEN, k)
+                let curve = curve_from_params(params)?;
+                (CKK_EC, CKM_EC_KEY_PAIR_GEN, KeySpec::Ec(curve))
             }
             Mechanism::RsaKeyPairGen => {
                 let bits = template_ulong(&pub_t, CKA_MODULUS_BITS)?
-                    .ok_or_else(|| Error::template_incomplete("CKA_MODULUS_BITS is required"))?;
+                    .ok_or_else(|| Error::template_incomplete("CKA_MODULUS_BITS is required"))?
+                    as usize;
+                if !(2048..=4096).contains(&bits) {
+                    return Err(Error::new(
+                        CKR_KEY_SIZE_RANGE,
+                        format!("RSA modulus of {bits} bits"),
+                    ));
+                }
                 let e = template_bytes(&pub_t, CKA_PUBLIC_EXPONENT).unwrap_or(&[]);
-                (
-                    CKK_RSA,
-                    CKM_RSA_PKCS_KEY_PAIR_GEN,
-                    crypto::generate_rsa(bits as usize, e)?,
-                )
+                let spec = KeySpec::Rsa {
+                    bits,
+                    public_exponent: e.to_vec(),
+                };
+                (CKK_RSA, CKM_RSA_PKCS_KEY_PAIR_GEN, spec)
             }
             _ => return Err(Error::mech_invalid("not a key-pair generation mechanism")),
         };
@@ -237,14 +247,16 @@ impl Token {
             self.check_writable(&s, pub_attrs.flag(CKA_TOKEN), pub_attrs.flag(CKA_PRIVATE))?;
             self.check_writable(&s, priv_attrs.flag(CKA_TOKEN), true)?;
         }
-        let public = match known_public {
-            Some(p) => p,
-            None => material
-                .public_material()
-                .ok_or_else(|| Error::general("generated key has no public half"))?,
+        let bits = match &spec {
+            KeySpec::Ec(c) => {
+                for a in [&mut pub_attrs, &mut priv_attrs] {
+                    a.set(CKA_EC_PARAMS, curve_params(*c).to_vec());
+                }
+                0
+            }
+            KeySpec::Rsa { bits, .. } => *bits,
+            _ => 0,
         };
-        public_attrs(&mut pub_attrs, &public, CKO_PUBLIC_KEY);
-        public_attrs(&mut priv_attrs, &material, CKO_PRIVATE_KEY);
         for a in [&mut pub_attrs, &mut priv_attrs] {
             a.set_ulong(CKA_KEY_GEN_MECHANISM, gen_mech);
             a.set_bool(CKA_LOCAL, true);
@@ -257,7 +269,6 @@ impl Token {
             }
         }
         let token = priv_attrs.flag(CKA_TOKEN);
-        let bits = material.rsa_bits().unwrap_or(0);
         let described = describe(&priv_attrs, key_type, bits);
         identity(&mut priv_attrs, key_id);
         if pub_attrs.get(CKA_ID).is_none_or(|v| v.is_empty()) {
@@ -273,7 +284,18 @@ impl Token {
         pub_attrs.set(CKA_CKS_KEY_ID, key_id.to_string().into_bytes());
         let pub_uid = Uuid::new_v4();
         let pub_token = pub_attrs.flag(CKA_TOKEN);
-        let priv_h = self.add_object(h, key_id, priv_attrs, Some(material))?;
+        let (priv_h, public) = self.add_generated(h, key_id, &spec, &|public| {
+            let mut a = priv_attrs.clone();
+            if let Some(p) = public {
+                public_attrs(&mut a, p, CKO_PRIVATE_KEY);
+            }
+            Ok(a)
+        })?;
+        let Some(public) = public else {
+            self.discard(priv_h);
+            return Err(Error::general("generated key has no public half"));
+        };
+        public_attrs(&mut pub_attrs, &public, CKO_PUBLIC_KEY);
         let pub_h = match self.add_object(h, pub_uid, pub_attrs, Some(public)) {
             Ok(ph) => ph,
             Err(e) => {
@@ -511,8 +533,10 @@ impl Token {
             self.is_so(),
         )?;
         self.check_writable(&s.lock(), attrs.flag(CKA_TOKEN), true)?;
-        let base_material = self.keystore().cluster.material(key.uid)?;
-        let secret = crypto::ecdh_derive(&base_material, *kdf, shared_data, public_data, len)?;
+        let (secret, _) = self
+            .keystore()
+            .cluster
+            .run(|i| i.ecdh_derive(key.uid, *kdf, shared_data, public_data, len))?;
         attrs.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
         let uid = Uuid::new_v4();
         identity(&mut attrs, uid);

@@ -509,6 +509,35 @@ impl Token {
         Ok(self.objects.write().insert(obj))
     }
 
+    /// Generate a key (a token key inside one instance, replicated; a session key in
+    /// this process) whose attributes `attrs_of` gives from its public half, and give it
+    /// a handle. Returns the public half of a pair.
+    pub(crate) fn add_generated(
+        &self,
+        session: CK_SESSION_HANDLE,
+        uid: uuid::Uuid,
+        spec: &crate::hsm::KeySpec,
+        attrs_of: &dyn Fn(Option<&crate::hsm::crypto::KeyMaterial>) -> Result<Attributes>,
+    ) -> Result<(CK_OBJECT_HANDLE, Option<crate::hsm::crypto::KeyMaterial>)> {
+        let token = attrs_of(None)?.flag(CKA_TOKEN);
+        if !token {
+            let material = spec.generate()?;
+            let public = material.public_material();
+            let attrs = attrs_of(public.as_ref())?;
+            return Ok((
+                self.add_object(session, uid, attrs, Some(material))?,
+                public,
+            ));
+        }
+        let public = self
+            .keystore
+            .cluster
+            .generate(uid, spec, &|p| attrs_of(p)?.encode())?;
+        let attrs = attrs_of(public.as_ref())?;
+        let obj = Object::new(uid, attrs, None);
+        Ok((self.objects.write().insert(obj), public))
+    }
+
     pub fn get_attributes(
         &self,
         h: CK_SESSION_HANDLE,

@@ -55,14 +55,20 @@ impl Token {
                 }
                 let (state, lease) = match kind {
                     OpKind::Encrypt => {
-                        cluster.run(|i| Ok(OpState::Cipher(i.cipher(uid, mech, true)?)))?
+                        let (op, l) = cluster.cipher(uid, mech, true)?;
+                        (OpState::Cipher(op), l)
                     }
                     OpKind::Decrypt => {
-                        cluster.run(|i| Ok(OpState::Cipher(i.cipher(uid, mech, false)?)))?
+                        let (op, l) = cluster.cipher(uid, mech, false)?;
+                        (OpState::Cipher(op), l)
                     }
-                    OpKind::Sign => cluster.run(|i| Ok(OpState::Sign(i.signer(uid, mech)?)))?,
+                    OpKind::Sign => {
+                        let (op, l) = cluster.signer(uid, mech)?;
+                        (OpState::Sign(op), l)
+                    }
                     OpKind::Verify => {
-                        cluster.run(|i| Ok(OpState::Verify(i.verifier(uid, mech)?)))?
+                        let (op, l) = cluster.verifier(uid, mech)?;
+                        (OpState::Verify(op), l)
                     }
                     OpKind::Digest => return Err(Error::mech_invalid("use C_DigestInit")),
                 };

@@ -2,7 +2,8 @@
 
 use cks_pkcs11::cluster::{metrics, Member};
 use cks_pkcs11::config::{default_data_dir, Config, HsmConfig};
-use cks_pkcs11::hsm::embedded::{EmbeddedInstance, PinUser};
+use cks_pkcs11::hsm::embedded::PinUser;
+use cks_pkcs11::hsm::AnyInstance;
 use cks_pkcs11::keystore::KeyStore;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -144,7 +145,7 @@ fn list(json: bool) -> Result<(), String> {
             Row {
                 id: m.id.clone(),
                 kind: m.kind.to_string(),
-                path: m.path.display().to_string(),
+                path: m.location(),
                 healthy,
                 keys,
                 in_flight: get("cks_hsm_in_flight"),
@@ -464,7 +465,7 @@ fn remove(id: &str, force_data: bool, pin: Option<&str>) -> Result<(), String> {
 }
 
 /// The instance, if it answers.
-fn reachable(m: &Member) -> Result<Arc<EmbeddedInstance>, String> {
+fn reachable(m: &Member) -> Result<Arc<AnyInstance>, String> {
     let i = m.instance().map_err(|e| e.msg.to_string())?;
     i.probe().map_err(|e| e.msg.to_string())?;
     Ok(i)
@@ -480,13 +481,13 @@ fn check_copies(ks: &KeyStore, id: &str) -> Result<bool, String> {
         .find(|m| m.id == id)
         .ok_or_else(|| format!("no instance {id}"))?;
     let initialised = ks.token_record().map_err(|e| e.to_string())?.is_some();
-    let others: Vec<(String, Arc<EmbeddedInstance>)> = members
+    let others: Vec<(String, Arc<AnyInstance>)> = members
         .iter()
         .filter(|m| m.id != id && m.is_healthy())
         .filter_map(|m| Some((m.id.clone(), reachable(m).ok()?)))
         .filter(|(_, i)| !initialised || i.is_initialized().unwrap_or(false))
         .collect();
-    let names = |v: &[(String, Arc<EmbeddedInstance>)]| {
+    let names = |v: &[(String, Arc<AnyInstance>)]| {
         v.iter()
             .map(|(n, _)| n.as_str())
             .collect::<Vec<_>>()

@@ -10,7 +10,8 @@ pub mod store;
 use crate::error::{Error, Result};
 use crate::hsm::crypto::fast::{self, FastKey};
 use crate::hsm::crypto::{self, CipherOp, KeyMaterial, SignOp, VerifyOp};
-use crate::hsm::mechanism::Mechanism;
+use crate::hsm::mechanism::{EcKdf, Mechanism};
+use crate::hsm::{AttrsOf, Instance, KeySpec};
 use parking_lot::RwLock;
 use pkcs11_sys::*;
 use seal::InstanceKey;
@@ -70,10 +71,6 @@ impl EmbeddedInstance {
         })
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -90,8 +87,34 @@ impl EmbeddedInstance {
         Ok(())
     }
 
-    /// Is the device there and answering? (Its database file still exists and reads.)
-    pub fn probe(&self) -> Result<()> {
+    fn with_keys<T>(&self, f: impl FnOnce(&Keys) -> Result<T>) -> Result<T> {
+        let keys = self.keys.read();
+        f(keys.as_ref().ok_or_else(locked)?)
+    }
+
+    fn fast_key(&self, uid: Uuid, m: &KeyMaterial) -> Option<Arc<FastKey>> {
+        if matches!(m, KeyMaterial::Secret(_)) {
+            return None; // symmetric keys stay with RustCrypto
+        }
+        if let Some(k) = self.fast.read().get(&uid) {
+            return k.clone();
+        }
+        let k = FastKey::prepare(m).map(Arc::new);
+        self.fast.write().insert(uid, k.clone());
+        k
+    }
+}
+
+impl Instance for EmbeddedInstance {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn probe(&self) -> Result<()> {
         self.check_fault()?;
         if !self.store.path().exists() {
             return Err(Error::device(format!(
@@ -104,13 +127,11 @@ impl EmbeddedInstance {
         Ok(())
     }
 
-    pub fn is_initialized(&self) -> Result<bool> {
+    fn is_initialized(&self) -> Result<bool> {
         Ok(self.store.meta(META_INSTANCE_KEY)?.is_some())
     }
 
-    /// Make this instance a member of a key store: a fresh instance key sealed under the
-    /// key store's key, the domain key sealed under it, and no objects.
-    pub fn initialize(&self, keystore_key: &InstanceKey, domain_key: &[u8]) -> Result<()> {
+    fn initialize(&self, keystore_key: &InstanceKey, domain_key: &[u8]) -> Result<()> {
         self.check_fault()?;
         let ik = InstanceKey::generate();
         let sealed_ik = keystore_key.seal(&aad("instance-key", &self.id), ik.bytes())?;
@@ -128,8 +149,7 @@ impl EmbeddedInstance {
         Ok(())
     }
 
-    /// Unseal the instance key with the key store's key (at login).
-    pub fn unlock(&self, keystore_key: &InstanceKey) -> Result<()> {
+    fn unlock(&self, keystore_key: &InstanceKey) -> Result<()> {
         self.check_fault()?;
         let sealed_ik = self
             .store
@@ -151,21 +171,17 @@ impl EmbeddedInstance {
         Ok(())
     }
 
-    pub fn is_unlocked(&self) -> bool {
+    fn is_unlocked(&self) -> bool {
         self.keys.read().is_some()
     }
 
-    /// The domain key, to seed a new member. Plaintext only inside this process, which
-    /// is where an embedded instance lives.
-    pub fn domain_key(&self) -> Result<Zeroizing<Vec<u8>>> {
+    fn domain_key(&self) -> Result<Zeroizing<Vec<u8>>> {
         let keys = self.keys.read();
         let k = keys.as_ref().ok_or_else(locked)?;
         Ok(Zeroizing::new(k.domain.bytes().to_vec()))
     }
 
-    /// Forget the instance key and every token key's material; session keys stay
-    /// (the token destroys the private ones).
-    pub fn lock(&self, token_uids: &[Uuid]) {
+    fn lock(&self, token_uids: &[Uuid]) {
         *self.keys.write() = None;
         let mut m = self.materials.write();
         let mut f = self.fast.write();
@@ -175,44 +191,37 @@ impl EmbeddedInstance {
         }
     }
 
-    fn with_keys<T>(&self, f: impl FnOnce(&Keys) -> Result<T>) -> Result<T> {
-        let keys = self.keys.read();
-        f(keys.as_ref().ok_or_else(locked)?)
-    }
-
-    pub fn data_version(&self) -> Result<i64> {
+    fn data_version(&self) -> Result<i64> {
         self.check_fault()?;
         self.store.data_version()
     }
 
-    pub fn load_objects(&self) -> Result<Vec<StoredObject>> {
+    fn load_objects(&self) -> Result<Vec<StoredObject>> {
         self.check_fault()?;
         self.store.load_objects()
     }
 
-    pub fn put_cmk(&self, id: Uuid, generation: u64, meta: &[u8]) -> Result<bool> {
+    fn put_cmk(&self, id: Uuid, generation: u64, meta: &[u8]) -> Result<bool> {
         self.check_fault()?;
         self.store.put_cmk(id, generation, meta)
     }
 
-    pub fn load_cmks(&self) -> Result<Vec<(Uuid, u64, Vec<u8>)>> {
+    fn load_cmks(&self) -> Result<Vec<(Uuid, u64, Vec<u8>)>> {
         self.check_fault()?;
         self.store.load_cmks()
     }
 
-    pub fn delete_cmk(&self, id: Uuid) -> Result<()> {
+    fn delete_cmk(&self, id: Uuid) -> Result<()> {
         self.check_fault()?;
         self.store.delete_cmk(id)
     }
 
-    /// Does the instance hold this object? (The purge proof asks each instance.)
-    pub fn has_object(&self, uid: Uuid) -> Result<bool> {
+    fn has_object(&self, uid: Uuid) -> Result<bool> {
         self.check_fault()?;
         Ok(self.store.object(uid)?.is_some())
     }
 
-    /// How many customer master keys (secret and private keys) the instance holds.
-    pub fn key_count(&self) -> Result<usize> {
+    fn key_count(&self) -> Result<usize> {
         self.check_fault()?;
         Ok(self
             .store
@@ -222,13 +231,12 @@ impl EmbeddedInstance {
             .count())
     }
 
-    pub fn object_ids(&self) -> Result<Vec<Uuid>> {
+    fn object_ids(&self) -> Result<Vec<Uuid>> {
         self.check_fault()?;
         self.store.object_ids()
     }
 
-    /// Keep a new object. Token objects are written durably; secret material is sealed.
-    pub fn put_object(
+    fn put_object(
         &self,
         uid: Uuid,
         attrs: Vec<u8>,
@@ -258,9 +266,7 @@ impl EmbeddedInstance {
         Ok(())
     }
 
-    /// A copy of a stored object for another member: attributes as they are, material
-    /// wrapped under the domain key (AES key wrap with padding).
-    pub fn export(&self, uid: Uuid) -> Result<StoredObject> {
+    fn export(&self, uid: Uuid) -> Result<StoredObject> {
         self.check_fault()?;
         let obj = self
             .store
@@ -268,12 +274,12 @@ impl EmbeddedInstance {
             .ok_or_else(|| Error::new(CKR_OBJECT_HANDLE_INVALID, "object not on this instance"))?;
         let material = match (&obj.material, obj.sealed) {
             (Some(_), true) => {
-                let m = self.material(uid)?;
+                let payload = crate::hsm::wire_payload(&*self.material(uid)?)?;
                 let wrapped = self.with_keys(|k| {
                     crypto::wrap(
                         &Mechanism::AesKeyWrapPad { iv: None },
                         &k.domain.as_material(),
-                        &m.encode()?,
+                        &payload,
                     )
                 })?;
                 Some(wrapped)
@@ -289,7 +295,7 @@ impl EmbeddedInstance {
     }
 
     /// Take in an object exported by another member (`sealed` material is domain-wrapped).
-    pub fn import(&self, obj: StoredObject) -> Result<()> {
+    fn import(&self, obj: StoredObject) -> Result<()> {
         self.check_fault()?;
         let material = match (&obj.material, obj.sealed) {
             (Some(w), true) => {
@@ -300,7 +306,7 @@ impl EmbeddedInstance {
                         w,
                     )
                 })?;
-                Some(KeyMaterial::decode(&plain)?)
+                Some(crate::hsm::from_wire_payload(&obj.attrs, plain)?)
             }
             (Some(p), false) => Some(KeyMaterial::decode(p)?),
             (None, _) => None,
@@ -311,7 +317,43 @@ impl EmbeddedInstance {
         self.put_object(obj.uid, obj.attrs, material, true)
     }
 
-    pub fn update_attrs(&self, uid: Uuid, attrs: &[u8]) -> Result<()> {
+    fn export_plain(&self, uid: Uuid) -> Result<(StoredObject, Arc<KeyMaterial>)> {
+        self.check_fault()?;
+        let obj = self
+            .store
+            .object(uid)?
+            .ok_or_else(|| Error::new(CKR_OBJECT_HANDLE_INVALID, "object not on this instance"))?;
+        let material = self.material(uid)?;
+        Ok((
+            StoredObject {
+                material: None,
+                ..obj
+            },
+            material,
+        ))
+    }
+
+    fn generate(&self, uid: Uuid, spec: &KeySpec, attrs: AttrsOf) -> Result<Option<KeyMaterial>> {
+        self.check_fault()?;
+        let material = spec.generate()?;
+        let public = material.public_material();
+        let attrs = attrs(public.as_ref())?;
+        self.put_object(uid, attrs, Some(material), true)?;
+        Ok(public)
+    }
+
+    fn ecdh_derive(
+        &self,
+        base: Uuid,
+        kdf: EcKdf,
+        shared_data: &[u8],
+        public_data: &[u8],
+        len: usize,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        crypto::ecdh_derive(&*self.material(base)?, kdf, shared_data, public_data, len)
+    }
+
+    fn update_attrs(&self, uid: Uuid, attrs: &[u8]) -> Result<()> {
         self.check_fault()?;
         if !self.store.update_attrs(uid, attrs)? {
             return Err(Error::new(
@@ -322,7 +364,7 @@ impl EmbeddedInstance {
         Ok(())
     }
 
-    pub fn destroy(&self, uid: Uuid, persistent: bool) -> Result<()> {
+    fn destroy(&self, uid: Uuid, persistent: bool) -> Result<()> {
         if persistent {
             self.check_fault()?;
             self.store.delete_object(uid)?;
@@ -332,26 +374,11 @@ impl EmbeddedInstance {
         Ok(())
     }
 
-    /// The fast-engine form of an asymmetric key, parsed on first use.
-    fn fast_key(&self, uid: Uuid, m: &KeyMaterial) -> Option<Arc<FastKey>> {
-        if matches!(m, KeyMaterial::Secret(_)) {
-            return None; // symmetric keys stay with RustCrypto
-        }
-        if let Some(k) = self.fast.read().get(&uid) {
-            return k.clone();
-        }
-        let k = FastKey::prepare(m).map(Arc::new);
-        self.fast.write().insert(uid, k.clone());
-        k
-    }
-
-    /// Keep a session key's material (memory only).
-    pub fn put_session_material(&self, uid: Uuid, m: Arc<KeyMaterial>) {
+    fn put_session_material(&self, uid: Uuid, m: Arc<KeyMaterial>) {
         self.materials.write().insert(uid, m);
     }
 
-    /// The material of a key, unsealed on first use.
-    pub fn material(&self, uid: Uuid) -> Result<Arc<KeyMaterial>> {
+    fn material(&self, uid: Uuid) -> Result<Arc<KeyMaterial>> {
         self.check_fault()?;
         if let Some(m) = self.materials.read().get(&uid) {
             return Ok(m.clone());
@@ -373,7 +400,7 @@ impl EmbeddedInstance {
         Ok(m)
     }
 
-    pub fn cipher(&self, uid: Uuid, mech: &Mechanism, encrypt: bool) -> Result<Box<dyn CipherOp>> {
+    fn cipher(&self, uid: Uuid, mech: &Mechanism, encrypt: bool) -> Result<Box<dyn CipherOp>> {
         let key = self.material(uid)?;
         if !encrypt && key.is_private() {
             if let Some(op) = self
@@ -390,7 +417,7 @@ impl EmbeddedInstance {
         }
     }
 
-    pub fn signer(&self, uid: Uuid, mech: &Mechanism) -> Result<Box<dyn SignOp>> {
+    fn signer(&self, uid: Uuid, mech: &Mechanism) -> Result<Box<dyn SignOp>> {
         let key = self.material(uid)?;
         if let Some(fk) = self.fast_key(uid, &key) {
             if let Some(op) = fast::signer(mech, &fk, &key)? {
@@ -400,7 +427,7 @@ impl EmbeddedInstance {
         crypto::sign(mech, &key)
     }
 
-    pub fn verifier(&self, uid: Uuid, mech: &Mechanism) -> Result<Box<dyn VerifyOp>> {
+    fn verifier(&self, uid: Uuid, mech: &Mechanism) -> Result<Box<dyn VerifyOp>> {
         let key = self.material(uid)?;
         if let Some(fk) = self.fast_key(uid, &key) {
             if let Some(op) = fast::verifier(mech, &fk, &key)? {
@@ -410,9 +437,7 @@ impl EmbeddedInstance {
         crypto::verify(mech, &key)
     }
 
-    /// Wrap the key `target` under `wrapping`: its raw value (secret keys) or
-    /// PKCS#8 (private keys). The caller has checked that `target` may be wrapped.
-    pub fn wrap(&self, mech: &Mechanism, wrapping: Uuid, target: Uuid) -> Result<Vec<u8>> {
+    fn wrap(&self, mech: &Mechanism, wrapping: Uuid, target: Uuid) -> Result<Vec<u8>> {
         let wk = self.material(wrapping)?;
         let tk = self.material(target)?;
         let payload = match &*tk {
@@ -428,8 +453,7 @@ impl EmbeddedInstance {
         crypto::wrap(mech, &wk, &payload)
     }
 
-    /// Unwrap a secret key's value (`private == false`) or a private key's PKCS#8.
-    pub fn unwrap(
+    fn unwrap(
         &self,
         mech: &Mechanism,
         unwrapping: Uuid,
