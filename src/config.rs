@@ -434,4 +434,57 @@ mod tests {
         assert_eq!(cfg.hsm_dir(&cfg.hsms[0]), PathBuf::from("/tmp/x/hsm/h1"));
         assert_eq!(cfg.keystore.max_pin_attempts, 10);
     }
+
+    fn pkcs11(body: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!(
+                "[[hsm]]\nid=\"e\"\nkind=\"embedded\"\n[[hsm]]\nid=\"p\"\nkind=\"pkcs11\"\n{body}"
+            ),
+            Path::new("c.toml"),
+        )
+    }
+
+    #[test]
+    fn pkcs11_member_needs_module_token_and_pin_source() {
+        let ok = "module=\"/m.so\"\ntoken_label=\"t\"\npin_env=\"P\"\n";
+        let cfg = pkcs11(ok).unwrap();
+        assert_eq!(cfg.hsms[1].kind, HsmKind::Pkcs11);
+        for (body, want) in [
+            ("token_label=\"t\"\npin_env=\"P\"\n", "module"),
+            (
+                "module=\"/m.so\"\npin_env=\"P\"\n",
+                "token_label or token_serial",
+            ),
+            (
+                "module=\"/m.so\"\ntoken_label=\"t\"\ntoken_serial=\"1\"\npin_env=\"P\"\n",
+                "token_label or token_serial",
+            ),
+            (
+                "module=\"/m.so\"\ntoken_label=\"t\"\n",
+                "pin_env or pin_file",
+            ),
+            (
+                "module=\"/m.so\"\ntoken_label=\"t\"\npin_env=\"P\"\npin_file=\"/f\"\n",
+                "pin_env or pin_file",
+            ),
+            // The PIN itself has no place in the file.
+            (
+                "module=\"/m.so\"\ntoken_label=\"t\"\npin=\"1234\"\n",
+                "unknown field",
+            ),
+        ] {
+            let err = pkcs11(body).unwrap_err().to_string();
+            assert!(err.contains(want), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn pkcs11_keys_refused_on_embedded_members() {
+        let err = Config::parse(
+            "[[hsm]]\nid=\"e\"\nkind=\"embedded\"\nmodule=\"/m.so\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("module is for kind"), "{err}");
+    }
 }

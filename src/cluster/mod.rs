@@ -42,6 +42,8 @@ pub struct Member {
     opening: parking_lot::Mutex<()>,
     max_in_flight: u64,
     healthy: AtomicBool,
+    /// Why the member last became unhealthy.
+    trouble: parking_lot::Mutex<Option<String>>,
     pub stats: Stats,
 }
 
@@ -66,11 +68,19 @@ impl Member {
         }
     }
 
+    /// Why the member last became unhealthy (if it ever did).
+    pub fn trouble(&self) -> Option<String> {
+        self.trouble.lock().clone()
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
     pub fn set_healthy(&self, healthy: bool, why: &str) {
+        if !healthy {
+            *self.trouble.lock() = Some(why.to_string());
+        }
         let was = self.healthy.swap(healthy, Ordering::Relaxed);
         if was != healthy {
             let mut e = crate::audit::Event::new(crate::audit::ops::INSTANCE_HEALTH, "CKR_OK");
@@ -189,11 +199,11 @@ impl Cluster {
             .iter()
             .map(|h| {
                 let path = cfg.hsm_dir(h);
-                let (instance, healthy) = match open(h, &path) {
-                    Ok(i) => (Some(Arc::new(i)), true),
+                let (instance, healthy, trouble) = match open(h, &path) {
+                    Ok(i) => (Some(Arc::new(i)), true, None),
                     Err(e) => {
                         tracing::error!(instance = %h.id, "cannot open instance {}: {e}", h.id);
-                        (None, false)
+                        (None, false, Some(e.msg.to_string()))
                     }
                 };
                 Arc::new(Member {
@@ -210,6 +220,7 @@ impl Cluster {
                     opening: parking_lot::Mutex::new(()),
                     max_in_flight: h.max_in_flight.unwrap_or(u64::MAX),
                     healthy: AtomicBool::new(healthy),
+                    trouble: parking_lot::Mutex::new(trouble),
                     stats: Stats::default(),
                 })
             })
@@ -611,7 +622,7 @@ impl Cluster {
                 .unwrap_or(0),
             uid,
             mech: mech.clone(),
-            input: Vec::new(),
+            input: zeroize::Zeroizing::new(Vec::new()),
         }
     }
 

@@ -18,7 +18,8 @@ pub struct Replay {
     pub(super) served: usize,
     pub(super) uid: Uuid,
     pub(super) mech: Mechanism,
-    pub(super) input: Vec<u8>,
+    /// May be plaintext (encryption): wiped when the operation ends.
+    pub(super) input: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl Replay {

@@ -55,6 +55,8 @@ pub enum HsmCommand {
         /// User PIN (or $CKS_PIN, or a prompt); not needed before `cks init`.
         #[arg(long)]
         pin: Option<String>,
+        #[command(flatten)]
+        pkcs11: Pkcs11Args,
     },
     /// Remove an instance from the configuration. Refused if it would take away the last
     /// healthy copy of any key (or key metadata), or the last instance.
@@ -79,10 +81,44 @@ pub enum HsmCommand {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KindArg {
     /// Software instance in its own directory.
     Embedded,
+    /// A token of any PKCS#11 module (a vendor HSM's library, SoftHSM2, p11-kit's client).
+    Pkcs11,
+}
+
+/// Where a `--kind pkcs11` instance is. Its token's SO PIN is needed once, to install
+/// the domain key as a trusted key: put it where --so-pin-env/--so-pin-file say for
+/// this command, and take it away afterwards.
+#[derive(clap::Args, Default, Clone)]
+pub struct Pkcs11Args {
+    /// The PKCS#11 module (shared library).
+    #[arg(long, value_name = "PATH")]
+    module: Option<PathBuf>,
+    /// The token, by label.
+    #[arg(long)]
+    token_label: Option<String>,
+    /// The token, by serial number.
+    #[arg(long)]
+    token_serial: Option<String>,
+    /// Environment variable holding the token's user PIN.
+    #[arg(long, value_name = "VAR")]
+    pin_env: Option<String>,
+    /// File holding the token's user PIN.
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+    /// Environment variable holding the token's SO PIN.
+    #[arg(long, value_name = "VAR")]
+    so_pin_env: Option<String>,
+    /// File holding the token's SO PIN.
+    #[arg(long, value_name = "FILE")]
+    so_pin_file: Option<PathBuf>,
+    /// Let the instance take copies of keys as values over its module's channel when
+    /// it cannot unwrap (p11-kit's remoting carries no key-wrap mechanism).
+    #[arg(long)]
+    accept_plaintext_keys: bool,
 }
 
 #[derive(Serialize)]
@@ -110,10 +146,17 @@ pub fn run(cmd: &HsmCommand) -> Result<(), String> {
         HsmCommand::Sync { pin } => sync(pin.as_deref()),
         HsmCommand::Add {
             id,
-            kind: KindArg::Embedded,
+            kind,
             path,
             pin,
-        } => add(id, path.as_deref(), pin.as_deref()),
+            pkcs11,
+        } => {
+            let p = (*kind == KindArg::Pkcs11).then_some(pkcs11);
+            if p.is_none() && pkcs11.module.is_some() {
+                return Err("--module and the other token options need --kind pkcs11".into());
+            }
+            add(id, path.as_deref(), p, pin.as_deref())
+        }
         HsmCommand::Remove {
             id,
             force_data,
@@ -208,7 +251,12 @@ fn sync(pin: Option<&str>) -> Result<(), String> {
 
 // ---- add ------------------------------------------------------------------------------------
 
-fn add(id: &str, path: Option<&Path>, pin: Option<&str>) -> Result<(), String> {
+fn add(
+    id: &str,
+    path: Option<&Path>,
+    pkcs11: Option<&Pkcs11Args>,
+    pin: Option<&str>,
+) -> Result<(), String> {
     let file = Config::path();
     let cfg = Config::load().map_err(|e| e.to_string())?;
     if cfg.hsms.iter().any(|h| h.id == id) {
@@ -226,7 +274,13 @@ fn add(id: &str, path: Option<&Path>, pin: Option<&str>) -> Result<(), String> {
         }
         None => None,
     };
-    let entry = new_entry(id, path.as_deref())?;
+    if pkcs11.is_some() && path.is_some() {
+        return Err("--path is for embedded instances".into());
+    }
+    let entry = new_entry(id, path.as_deref(), pkcs11)?;
+    if pkcs11.is_some() {
+        return add_pkcs11(file.as_deref(), &cfg, &entry, pin);
+    }
     let dir = cfg.hsm_dir(&entry);
     if let Some(h) = cfg.hsms.iter().find(|h| same_dir(&cfg.hsm_dir(h), &dir)) {
         return Err(format!(
@@ -275,6 +329,54 @@ fn add(id: &str, path: Option<&Path>, pin: Option<&str>) -> Result<(), String> {
         return Ok(());
     };
     let result = bring_up_to_date(id, &pin);
+    println!("{RESTART_NOTE}");
+    result
+}
+
+/// `cks hsm add --kind pkcs11`: check that the token answers, write the entry, then
+/// bring the instance up to date (which installs the domain key: the ceremony).
+fn add_pkcs11(
+    file: Option<&Path>,
+    cfg: &Config,
+    entry: &HsmConfig,
+    pin: Option<&str>,
+) -> Result<(), String> {
+    let edit = edit_config(file, cfg, Change::Add(entry))?;
+    // The token must answer (module, token, PIN) before the configuration changes.
+    cks_pkcs11::hsm::pkcs11::Pkcs11Instance::open(entry)
+        .map_err(|e| format!("{}; nothing changed", e.msg))?;
+    let ks = KeyStore::open(cfg).map_err(|e| e.to_string())?;
+    let initialised = ks.token_record().map_err(|e| e.to_string())?.is_some();
+    let pin = if initialised {
+        let pin = crate::pin::get(pin, "CKS_PIN", "User PIN: ")?;
+        ks.login(PinUser::User, pin.as_bytes())
+            .map_err(|e| format!("{e}; nothing changed"))?;
+        ks.logout(&[]);
+        Some(pin)
+    } else {
+        None
+    };
+    drop(ks);
+    edit.write()?;
+    println!(
+        "added instance {} (pkcs11, {}) to {}",
+        entry.id,
+        entry
+            .module
+            .as_deref()
+            .map(|m| m.display().to_string())
+            .unwrap_or_default(),
+        edit.target.display()
+    );
+    let Some(pin) = pin else {
+        println!(
+            "the key store is not initialised yet: `cks init` sets up {} with the others",
+            entry.id
+        );
+        println!("{RESTART_NOTE}");
+        return Ok(());
+    };
+    let result = bring_up_to_date(&entry.id, &pin);
     println!("{RESTART_NOTE}");
     result
 }
@@ -390,6 +492,12 @@ fn remove(id: &str, force_data: bool, pin: Option<&str>) -> Result<(), String> {
                 describe_source(file.as_deref())
             ));
         }
+    }
+    if force_data && entry.kind == cks_pkcs11::config::HsmKind::Pkcs11 {
+        return Err(format!(
+            "--force-data is for embedded instances; {id}'s objects stay on its token \
+             (labels cks:*, cks-*), to be removed with the token's own tools"
+        ));
     }
     let dir = cfg.hsm_dir(&entry);
     if force_data {
@@ -737,10 +845,40 @@ fn edit_config(file: Option<&Path>, cfg: &Config, change: Change) -> Result<Edit
 }
 
 /// A new embedded instance's entry (fields not given take their defaults).
-fn new_entry(id: &str, path: Option<&Path>) -> Result<HsmConfig, String> {
+fn new_entry(
+    id: &str,
+    path: Option<&Path>,
+    pkcs11: Option<&Pkcs11Args>,
+) -> Result<HsmConfig, String> {
     let mut t = toml::Table::new();
     t.insert("id".into(), toml::Value::String(id.into()));
-    t.insert("kind".into(), toml::Value::String("embedded".into()));
+    let kind = if pkcs11.is_some() {
+        "pkcs11"
+    } else {
+        "embedded"
+    };
+    t.insert("kind".into(), toml::Value::String(kind.into()));
+    if let Some(p) = pkcs11 {
+        let s = |v: &str| toml::Value::String(v.to_string());
+        let f = |v: &Path| toml::Value::String(v.to_string_lossy().into_owned());
+        let module = p.module.as_deref().ok_or("--kind pkcs11 needs --module")?;
+        t.insert("module".into(), f(module));
+        for (k, v) in [
+            ("token_label", p.token_label.as_deref().map(s)),
+            ("token_serial", p.token_serial.as_deref().map(s)),
+            ("pin_env", p.pin_env.as_deref().map(s)),
+            ("pin_file", p.pin_file.as_deref().map(f)),
+            ("so_pin_env", p.so_pin_env.as_deref().map(s)),
+            ("so_pin_file", p.so_pin_file.as_deref().map(f)),
+        ] {
+            if let Some(v) = v {
+                t.insert(k.into(), v);
+            }
+        }
+        if p.accept_plaintext_keys {
+            t.insert("accept_plaintext_keys".into(), toml::Value::Boolean(true));
+        }
+    }
     if let Some(p) = path {
         t.insert(
             "path".into(),
@@ -761,9 +899,29 @@ fn path_str(p: &Path) -> String {
 }
 
 fn entry_text(h: &HsmConfig) -> String {
-    let mut t = format!("\n[[hsm]]\nid = {}\nkind = \"embedded\"\n", toml_str(&h.id));
+    let kind = match h.kind {
+        cks_pkcs11::config::HsmKind::Embedded => "embedded",
+        cks_pkcs11::config::HsmKind::Pkcs11 => "pkcs11",
+    };
+    let mut t = format!("\n[[hsm]]\nid = {}\nkind = \"{kind}\"\n", toml_str(&h.id));
     if let Some(p) = &h.path {
         t.push_str(&format!("path = {}\n", path_str(p)));
+    }
+    for (k, v) in [
+        ("module", h.module.as_deref().map(path_str)),
+        ("token_label", h.token_label.as_deref().map(toml_str)),
+        ("token_serial", h.token_serial.as_deref().map(toml_str)),
+        ("pin_env", h.pin_env.as_deref().map(toml_str)),
+        ("pin_file", h.pin_file.as_deref().map(path_str)),
+        ("so_pin_env", h.so_pin_env.as_deref().map(toml_str)),
+        ("so_pin_file", h.so_pin_file.as_deref().map(path_str)),
+    ] {
+        if let Some(v) = v {
+            t.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    if h.accept_plaintext_keys == Some(true) {
+        t.push_str("accept_plaintext_keys = true\n");
     }
     if let Some(p) = &h.fault_file {
         t.push_str(&format!("fault_file = {}\n", path_str(p)));
@@ -889,7 +1047,7 @@ mod tests {
     use super::*;
 
     fn entry(id: &str) -> HsmConfig {
-        new_entry(id, None).unwrap()
+        new_entry(id, None, None).unwrap()
     }
 
     const TEXT: &str = "# my key store\n[keystore]\nlabel = \"x\"\n\n[[hsm]]\nid = \"a\"\n\

@@ -57,11 +57,30 @@ pub fn run(config: Option<&Path>, a: &InitArgs) -> Result<(), String> {
     ks.init_user_pin(pin.as_bytes())
         .map_err(|e| e.to_string())?;
     ks.logout(&[]);
+    let mut failed = 0;
+    for m in ks.cluster.members() {
+        if m.is_healthy() {
+            println!("  {:<12} {:<9} ready", m.id, m.kind);
+        } else {
+            failed += 1;
+            println!(
+                "  {:<12} {:<9} NOT READY: {}",
+                m.id,
+                m.kind,
+                m.trouble().unwrap_or_else(|| "unavailable".into())
+            );
+        }
+    }
     println!(
-        "key store \"{}\" initialised in {} with {} instance(s)",
+        "key store \"{}\" initialised in {} with {} instance(s){}",
         a.label,
         cfg.data_dir().display(),
-        cfg.hsms.len()
+        cfg.hsms.len(),
+        if failed > 0 {
+            format!("; {failed} not ready: fix them, then run `cks hsm sync`")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

@@ -64,8 +64,9 @@ impl std::fmt::Display for TokenRef {
 
 /// Modules loaded by this process. A module is initialised once per process, however
 /// many members use it (two tokens of one SoftHSM2, say).
-/// (module, initialised now?)
-static MODULES: Lazy<Mutex<HashMap<PathBuf, (Pkcs11, bool)>>> = Lazy::new(Default::default);
+/// Each module and the process that initialised it (0: none). A child process after
+/// fork() must initialise a module again before using it.
+static MODULES: Lazy<Mutex<HashMap<PathBuf, (Pkcs11, u32)>>> = Lazy::new(Default::default);
 
 /// Members using each module. A module is initialised again (to reconnect) only
 /// when one member uses it: doing so ends every other user's sessions.
@@ -95,19 +96,20 @@ fn pin_fingerprint(module: &Path, token: &TokenRef, pin: &str) -> [u8; 32] {
 
 fn module(instance: &str, path: &Path, reinitialise: bool) -> Result<Pkcs11> {
     let mut modules = MODULES.lock();
-    if let Some((m, initialised)) = modules.get_mut(path) {
+    let me = std::process::id();
+    if let Some((m, by)) = modules.get_mut(path) {
         let shared = MODULE_USERS.lock().get(path).is_some_and(|u| u.len() > 1);
-        if *initialised && (!reinitialise || shared) {
+        if *by == me && (!reinitialise || shared) {
             return Ok(m.clone());
         }
         // A module whose far end went away (p11-kit's client after its server
         // restarted) connects again only when initialised again.
-        if *initialised {
+        if *by == me {
             let _ = m.clone().finalize();
         }
-        *initialised = false;
+        *by = 0;
         initialise(instance, path, m)?;
-        *initialised = true;
+        *by = me;
         return Ok(m.clone());
     }
     if !path.exists() {
@@ -123,7 +125,7 @@ fn module(instance: &str, path: &Path, reinitialise: bool) -> Result<Pkcs11> {
         ))
     })?;
     initialise(instance, path, &m)?;
-    modules.insert(path.to_path_buf(), (m.clone(), true));
+    modules.insert(path.to_path_buf(), (m.clone(), me));
     Ok(m)
 }
 

@@ -1126,7 +1126,7 @@ impl Instance for Pkcs11Instance {
             uid,
             mech: mech.clone(),
             encrypt,
-            data: Vec::new(),
+            data: Zeroizing::new(Vec::new()),
             extra,
             fixed,
         }))

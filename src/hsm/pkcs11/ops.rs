@@ -219,7 +219,8 @@ pub struct RemoteCipher {
     pub uid: Uuid,
     pub mech: Mechanism,
     pub encrypt: bool,
-    pub data: Vec<u8>,
+    /// Plaintext when encrypting: wiped when the operation ends.
+    pub data: zeroize::Zeroizing<Vec<u8>>,
     /// Output size bound beyond the input (padding, tag) or fixed (RSA).
     pub extra: usize,
     pub fixed: Option<usize>,
@@ -255,12 +256,12 @@ impl CipherOp for RemoteCipher {
             .map_err(super::Failure::Ours)?
             .map_err(super::Failure::Backend)
         });
-        let v = match result {
+        let v = zeroize::Zeroizing::new(match result {
             Err(e) if !encrypt && e.rv == CKR_DATA_LEN_RANGE => {
                 return Err(Error::new(CKR_ENCRYPTED_DATA_LEN_RANGE, e.msg))
             }
             r => r?,
-        };
+        });
         out.extend_from_slice(&v);
         Ok(())
     }
