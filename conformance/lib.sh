@@ -69,7 +69,9 @@ check() {
 # reason_of OUTPUT DEFAULT: the first line of OUTPUT that looks like an error message.
 reason_of() {
     local r
-    r=$(printf '%s\n' "$1" | grep -m1 -iE 'error|CKR_|exception|failed|refused|invalid|missing|not found|No such' | cut -c1-200)
+    # (pkcs11-tool's "warning:" lines, e.g. about CKA_ALWAYS_AUTHENTICATE, are no reason.)
+    r=$(printf '%s\n' "$1" | grep -v '^warning:' |
+        grep -m1 -iE 'error|CKR_|exception|failed|refused|invalid|missing|not found|No such' | cut -c1-200)
     printf '%s' "${r:-$2}"
 }
 

@@ -670,6 +670,7 @@ impl Cluster {
                 op,
                 encrypt,
                 replay,
+                delivered: 0,
             }),
             lease,
         ))

@@ -23,32 +23,28 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Finish on another healthy member: `make` builds the operation there, `run`
-    /// feeds it the input and finishes it.
-    fn elsewhere<O, T>(
+    /// After `failure`, make the operation again on another healthy member (which then
+    /// serves it). Only device failures move; others are the caller's.
+    fn remake<O>(
         &mut self,
         failure: Error,
         make: impl Fn(&AnyInstance, Uuid, &Mechanism) -> Result<O>,
-        run: impl Fn(&mut O, &[u8]) -> Result<T>,
-    ) -> Result<T> {
+    ) -> Result<O> {
         if !failure.is_device_failure() {
             return Err(failure);
         }
-        let failed = &self.members[self.served];
+        let failed = self.members[self.served].clone();
         failed.set_healthy(false, &failure.msg);
         let mut last = failure;
         for (i, m) in self.members.iter().enumerate() {
             if i == self.served || !m.is_healthy() {
                 continue;
             }
-            let attempt = m.with_instance(|inst| {
-                let mut op = make(inst, self.uid, &self.mech)?;
-                run(&mut op, &self.input)
-            });
-            match attempt {
-                Ok(v) => {
-                    tracing::info!(from = %failed.id, to = %m.id, "operation finished on another instance");
-                    return Ok(v);
+            match m.with_instance(|inst| make(inst, self.uid, &self.mech)) {
+                Ok(op) => {
+                    tracing::info!(from = %failed.id, to = %m.id, "operation moved to another instance");
+                    self.served = i;
+                    return Ok(op);
                 }
                 Err(e) if e.is_device_failure() => {
                     m.set_healthy(false, &e.msg);
@@ -79,14 +75,11 @@ impl SignOp for ReplaySign {
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
         match self.op.finish() {
-            Err(e) => self.replay.elsewhere(
-                e,
-                |i, uid, mech| i.signer(uid, mech),
-                |op, input| {
-                    op.update(input)?;
-                    op.finish()
-                },
-            ),
+            Err(e) => {
+                let mut op = self.replay.remake(e, |i, uid, mech| i.signer(uid, mech))?;
+                op.update(&self.replay.input)?;
+                op.finish()
+            }
             ok => ok,
         }
     }
@@ -104,25 +97,48 @@ impl VerifyOp for ReplayVerify {
     }
     fn finish(&mut self, signature: &[u8]) -> Result<()> {
         match self.op.finish(signature) {
-            Err(e) => self.replay.elsewhere(
-                e,
-                |i, uid, mech| i.verifier(uid, mech),
-                |op, input| {
-                    op.update(input)?;
-                    op.finish(signature)
-                },
-            ),
+            Err(e) => {
+                let mut op = self
+                    .replay
+                    .remake(e, |i, uid, mech| i.verifier(uid, mech))?;
+                op.update(&self.replay.input)?;
+                op.finish(signature)
+            }
             ok => ok,
         }
     }
 }
 
-/// Remote ciphers give all their output at the end, so a replay repeats nothing the
-/// caller has already received.
+/// The ciphers that run remotely are deterministic for a given key and parameters
+/// (ECB, CBC, GCM with its IV, RSA decryption): made again elsewhere and fed the same
+/// input, an operation gives the same output, of which what the caller already has is
+/// skipped.
 pub struct ReplayCipher {
     pub(super) op: Box<dyn CipherOp>,
     pub(super) encrypt: bool,
     pub(super) replay: Replay,
+    /// Output already handed to the caller.
+    pub(super) delivered: usize,
+}
+
+impl ReplayCipher {
+    /// Move to another member after `e`: the new operation is fed everything so far,
+    /// and what it outputs beyond `delivered` is returned.
+    fn recover(&mut self, e: Error, finish: bool) -> Result<Vec<u8>> {
+        let encrypt = self.encrypt;
+        let mut op = self
+            .replay
+            .remake(e, |i, uid, mech| i.cipher(uid, mech, encrypt))?;
+        let mut all = Vec::new();
+        op.update(&self.replay.input, &mut all)?;
+        if finish {
+            op.finish(&mut all)?;
+        }
+        self.op = op;
+        let rest = all.get(self.delivered..).unwrap_or_default().to_vec();
+        self.delivered = all.len();
+        Ok(rest)
+    }
 }
 
 impl CipherOp for ReplayCipher {
@@ -131,29 +147,33 @@ impl CipherOp for ReplayCipher {
     }
     fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
         self.replay.input.extend_from_slice(input);
-        self.op.update(input, out)
+        let before = out.len();
+        match self.op.update(input, out) {
+            Ok(()) => {
+                self.delivered += out.len() - before;
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(before);
+                let rest = self.recover(e, false)?;
+                out.extend_from_slice(&rest);
+                Ok(())
+            }
+        }
     }
     fn final_len(&self) -> usize {
         self.op.final_len()
     }
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let before = out.len();
         match self.op.finish(out) {
+            Ok(()) => Ok(()),
             Err(e) => {
-                let encrypt = self.encrypt;
-                let rest = self.replay.elsewhere(
-                    e,
-                    |i, uid, mech| i.cipher(uid, mech, encrypt),
-                    |op, input| {
-                        let mut all = Vec::new();
-                        op.update(input, &mut all)?;
-                        op.finish(&mut all)?;
-                        Ok(all)
-                    },
-                )?;
+                out.truncate(before);
+                let rest = self.recover(e, true)?;
                 out.extend_from_slice(&rest);
                 Ok(())
             }
-            ok => ok,
         }
     }
 }

@@ -306,6 +306,10 @@ pub fn sessions_vanished(e: &CkError) -> bool {
 /// device becomes `CKR_DEVICE_ERROR` (the cluster moves the call elsewhere).
 pub fn backend_error(instance: &str, what: &str, e: CkError) -> Error {
     let rv = match &e {
+        // Backends answer some bad requests with CKR_GENERAL_ERROR (SoftHSM2 does for an
+        // empty ciphertext); it still fails after a reconnect, so it is the request's,
+        // and a device really gone is found by the health probe.
+        CkError::Pkcs11(RvError::GeneralError, _) => CKR_FUNCTION_FAILED,
         CkError::Pkcs11(rv, _) => caller_rv(*rv).unwrap_or(CKR_DEVICE_ERROR),
         _ => CKR_DEVICE_ERROR,
     };

@@ -503,20 +503,29 @@ fn key_template(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE, uid: Uuid) -> Vec
         Attribute::Label(key_label(uid).into_bytes()),
         Attribute::Id(uid.as_bytes().to_vec()),
     ];
-    match (class, key_type) {
-        (CKO_SECRET_KEY, CKK_AES) => t.extend([
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::Wrap(true),
-            Attribute::Unwrap(true),
-        ]),
-        (CKO_SECRET_KEY, _) => t.extend([Attribute::Sign(true), Attribute::Verify(true)]),
-        (_, CKK_EC) => t.extend([Attribute::Sign(true), Attribute::Derive(true)]),
-        _ => t.extend([
-            Attribute::Sign(true),
-            Attribute::Decrypt(true),
-            Attribute::Unwrap(true),
-        ]),
+    // Every use the class knows is set, true or false: a backend's defaults for the
+    // ones left out may be wider than what the key is for.
+    let (sign, decrypt, unwrap, derive) = match (class, key_type) {
+        (CKO_SECRET_KEY, CKK_AES) => (false, true, true, false),
+        (CKO_SECRET_KEY, _) => (true, false, false, false),
+        (_, CKK_EC) => (true, false, false, true),
+        _ => (true, true, true, false),
+    };
+    t.extend([
+        Attribute::Sign(sign),
+        Attribute::Decrypt(decrypt),
+        Attribute::Unwrap(unwrap),
+        Attribute::Derive(derive),
+    ]);
+    if class == CKO_SECRET_KEY {
+        // Secret keys work both ways: what signs verifies, what decrypts encrypts.
+        t.extend([
+            Attribute::Verify(sign),
+            Attribute::Encrypt(decrypt),
+            Attribute::Wrap(unwrap),
+        ]);
+    } else {
+        t.push(Attribute::SignRecover(false));
     }
     t
 }
@@ -1113,6 +1122,10 @@ impl Instance for Pkcs11Instance {
         }
         let facts = me.key_facts(uid)?;
         me.require(mech)?;
+        if let Mechanism::AesCbcPad { iv } = mech {
+            // whole blocks stream through plain CBC
+            me.require(&Mechanism::AesCbc { iv: *iv })?;
+        }
         let (extra, fixed) = match (mech, facts.modulus_len) {
             (Mechanism::RsaPkcs | Mechanism::RsaOaep { .. }, Some(n)) => (0, Some(n)),
             (Mechanism::AesGcm { tag_bits, .. }, _) => ((*tag_bits as usize).div_ceil(8), None),

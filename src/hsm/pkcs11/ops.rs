@@ -213,55 +213,145 @@ impl VerifyOp for RemoteVerify {
     }
 }
 
-/// Encryption or decryption by a backend key; all output comes at the end.
+/// Encryption or decryption by a backend key. AES ECB and CBC stream: whole blocks are
+/// processed as they come (CBC chaining its IV here, so each backend call stands
+/// alone), as tools expect of multi-part calls. Other mechanisms give all their output
+/// at the end.
 pub struct RemoteCipher {
     pub inner: Arc<Inner>,
     pub uid: Uuid,
     pub mech: Mechanism,
     pub encrypt: bool,
-    /// Plaintext when encrypting: wiped when the operation ends.
+    /// Input not processed yet (plaintext when encrypting): wiped when the operation ends.
     pub data: zeroize::Zeroizing<Vec<u8>>,
     /// Output size bound beyond the input (padding, tag) or fixed (RSA).
     pub extra: usize,
     pub fixed: Option<usize>,
 }
 
-impl CipherOp for RemoteCipher {
-    fn update_len(&self, _input_len: usize) -> usize {
-        0
+impl RemoteCipher {
+    fn streams(&self) -> bool {
+        matches!(
+            self.mech,
+            Mechanism::AesEcb | Mechanism::AesCbc { .. } | Mechanism::AesCbcPad { .. }
+        )
     }
-    fn update(&mut self, input: &[u8], _out: &mut Vec<u8>) -> Result<()> {
-        self.data.extend_from_slice(input);
-        Ok(())
-    }
-    fn final_len(&self) -> usize {
-        self.fixed.unwrap_or(self.data.len() + self.extra)
-    }
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+
+    /// One backend call: all of `input` under `mech`.
+    fn call(&self, mech: &Mechanism, input: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         let uid = self.uid;
-        let (what, encrypt) = if self.encrypt {
-            ("C_Encrypt", true)
-        } else {
-            ("C_Decrypt", false)
-        };
+        let encrypt = self.encrypt;
+        let what = if encrypt { "C_Encrypt" } else { "C_Decrypt" };
         let result = self.inner.call(what, |conn, s| {
             let h = self.inner.key_handle(conn, s, uid)?;
-            with_ck(&self.mech, |ck| {
+            with_ck(mech, |ck| {
                 if encrypt {
-                    s.encrypt(ck, h, &self.data)
+                    s.encrypt(ck, h, input)
                 } else {
-                    s.decrypt(ck, h, &self.data)
+                    s.decrypt(ck, h, input)
                 }
             })
             .map_err(super::Failure::Ours)?
             .map_err(super::Failure::Backend)
         });
-        let v = zeroize::Zeroizing::new(match result {
+        Ok(zeroize::Zeroizing::new(match result {
             Err(e) if !encrypt && e.rv == CKR_DATA_LEN_RANGE => {
                 return Err(Error::new(CKR_ENCRYPTED_DATA_LEN_RANGE, e.msg))
             }
             r => r?,
-        });
+        }))
+    }
+
+    /// The CBC chaining value for the next block (`None`: ECB).
+    fn iv(&self) -> Option<[u8; 16]> {
+        match &self.mech {
+            Mechanism::AesCbc { iv } | Mechanism::AesCbcPad { iv } => Some(*iv),
+            _ => None,
+        }
+    }
+
+    fn set_iv(&mut self, next: &[u8]) {
+        if let (Mechanism::AesCbc { iv } | Mechanism::AesCbcPad { iv }, Ok(n)) =
+            (&mut self.mech, <[u8; 16]>::try_from(next))
+        {
+            *iv = n;
+        }
+    }
+
+    /// How much of `len` pending bytes can be processed now: whole blocks, but
+    /// decryption with padding keeps its last block back for the end.
+    fn ready(&self, len: usize) -> usize {
+        let keep = match (&self.mech, self.encrypt) {
+            (Mechanism::AesCbcPad { .. }, false) if len % 16 == 0 => len.min(16),
+            _ => len % 16,
+        };
+        len - keep
+    }
+
+    fn len_error(&self) -> Error {
+        if self.encrypt {
+            Error::new(CKR_DATA_LEN_RANGE, "input is not a whole number of blocks")
+        } else {
+            Error::new(
+                CKR_ENCRYPTED_DATA_LEN_RANGE,
+                "ciphertext is not a whole number of blocks",
+            )
+        }
+    }
+}
+
+impl CipherOp for RemoteCipher {
+    fn update_len(&self, input_len: usize) -> usize {
+        if self.streams() {
+            self.ready(self.data.len() + input_len)
+        } else {
+            0
+        }
+    }
+    fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.data.extend_from_slice(input);
+        if !self.streams() {
+            return Ok(());
+        }
+        let n = self.ready(self.data.len());
+        if n == 0 {
+            return Ok(());
+        }
+        let raw = match self.iv() {
+            Some(iv) => Mechanism::AesCbc { iv },
+            None => Mechanism::AesEcb,
+        };
+        let chunk = zeroize::Zeroizing::new(self.data[..n].to_vec());
+        let r = self.call(&raw, &chunk)?;
+        let next = if self.encrypt { &r[..] } else { &chunk[..] };
+        let next = next[next.len() - 16..].to_vec();
+        self.set_iv(&next);
+        self.data.drain(..n);
+        out.extend_from_slice(&r);
+        Ok(())
+    }
+    fn final_len(&self) -> usize {
+        if self.streams() {
+            return self.data.len() + 16;
+        }
+        self.fixed.unwrap_or(self.data.len() + self.extra)
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.streams() {
+            match (&self.mech, self.encrypt) {
+                (Mechanism::AesCbcPad { .. }, true) => {}
+                (Mechanism::AesCbcPad { .. }, false) => {
+                    if self.data.len() != 16 {
+                        return Err(self.len_error());
+                    }
+                }
+                _ if self.data.is_empty() => return Ok(()),
+                _ => return Err(self.len_error()),
+            }
+        }
+        let data = std::mem::take(&mut *self.data);
+        let data = zeroize::Zeroizing::new(data);
+        let v = self.call(&self.mech.clone(), &data)?;
         out.extend_from_slice(&v);
         Ok(())
     }
