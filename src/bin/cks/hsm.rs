@@ -299,18 +299,7 @@ fn add(
     let edit = edit_config(file.as_deref(), &cfg, Change::Add(&entry))?;
 
     // Check the PIN before anything changes.
-    let ks = KeyStore::open(&cfg).map_err(|e| e.to_string())?;
-    let initialised = ks.token_record().map_err(|e| e.to_string())?.is_some();
-    let pin = if initialised {
-        let pin = crate::pin::get(pin, "CKS_PIN", "User PIN: ")?;
-        ks.login(PinUser::User, pin.as_bytes())
-            .map_err(|e| format!("{e}; nothing changed"))?;
-        ks.logout(&[]);
-        Some(pin)
-    } else {
-        None
-    };
-    drop(ks);
+    let pin = checked_pin(&cfg, pin)?;
 
     std::fs::create_dir_all(&dir)
         .map_err(|e| format!("{}: {e}; nothing changed", dir.display()))?;
@@ -333,6 +322,20 @@ fn add(
     result
 }
 
+/// The user PIN, checked before anything changes (`None`: the key store is not
+/// initialised yet, so no PIN exists).
+fn checked_pin(cfg: &Config, pin: Option<&str>) -> Result<Option<Zeroizing<String>>, String> {
+    let ks = KeyStore::open(cfg).map_err(|e| e.to_string())?;
+    if ks.token_record().map_err(|e| e.to_string())?.is_none() {
+        return Ok(None);
+    }
+    let pin = crate::pin::get(pin, "CKS_PIN", "User PIN: ")?;
+    ks.login(PinUser::User, pin.as_bytes())
+        .map_err(|e| format!("{e}; nothing changed"))?;
+    ks.logout(&[]);
+    Ok(Some(pin))
+}
+
 /// `cks hsm add --kind pkcs11`: check that the token answers, write the entry, then
 /// bring the instance up to date (which installs the domain key: the ceremony).
 fn add_pkcs11(
@@ -345,18 +348,7 @@ fn add_pkcs11(
     // The token must answer (module, token, PIN) before the configuration changes.
     cks_pkcs11::hsm::pkcs11::Pkcs11Instance::open(entry)
         .map_err(|e| format!("{}; nothing changed", e.msg))?;
-    let ks = KeyStore::open(cfg).map_err(|e| e.to_string())?;
-    let initialised = ks.token_record().map_err(|e| e.to_string())?.is_some();
-    let pin = if initialised {
-        let pin = crate::pin::get(pin, "CKS_PIN", "User PIN: ")?;
-        ks.login(PinUser::User, pin.as_bytes())
-            .map_err(|e| format!("{e}; nothing changed"))?;
-        ks.logout(&[]);
-        Some(pin)
-    } else {
-        None
-    };
-    drop(ks);
+    let pin = checked_pin(cfg, pin)?;
     edit.write()?;
     println!(
         "added instance {} (pkcs11, {}) to {}",
