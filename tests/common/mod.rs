@@ -8,6 +8,8 @@
 //! failures or a second process spawn a child process (see `run_child`).
 #![allow(dead_code)]
 
+pub mod softhsm;
+
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
