@@ -102,6 +102,11 @@ impl KeyStore {
         self.refresh(force, force)
     }
 
+    /// Compare with the store now, and re-read key metadata only if it changed.
+    pub fn refresh_cmks_if_changed(&self) -> Result<()> {
+        self.refresh(true, false)
+    }
+
     /// `skip_timer`: compare with the store now rather than at most every 500 ms;
     /// `force`: re-read even if the store did not change.
     fn refresh(&self, skip_timer: bool, force: bool) -> Result<()> {
@@ -224,7 +229,11 @@ impl KeyStore {
         alias: Option<String>,
         description: String,
     ) -> Result<Cmk> {
-        self.refresh_cmks(true)?;
+        // Compare with the store now (an alias another process just took must count),
+        // but re-read the records only if the store changed: this process's own
+        // writes are in the registry already (`save_cmk`), and a full re-read per
+        // new key would make creating n keys cost n² decodes.
+        self.refresh(true, false)?;
         let mut aliases = Vec::new();
         if let Some(a) = alias {
             match (check_alias(&a), self.kms.registry.load().alias_owner(&a)) {
@@ -520,16 +529,14 @@ impl KeyStore {
         let (due, rotate): (Vec<Uuid>, Vec<Uuid>) = {
             let reg = self.kms.registry.load();
             let due = reg
-                .cmks
-                .values()
+                .cmks()
                 .filter(|c| {
                     c.state == KeyState::PendingDeletion && c.deletion_date.is_some_and(|d| d <= t)
                 })
                 .map(|c| c.id)
                 .collect();
             let rotate = reg
-                .cmks
-                .values()
+                .cmks()
                 .filter(|c| c.state == KeyState::Enabled)
                 .filter(|c| match (c.rotation_days, c.latest()) {
                     (Some(d), Some(v)) => v.created + i64::from(d) * 86_400 <= t,

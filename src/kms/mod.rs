@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use pkcs11_sys::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,12 +146,86 @@ pub fn check_alias(alias: &str) -> Result<()> {
     Ok(())
 }
 
+/// A map split into shards by its key, each shard behind an `Arc`: cloning the map
+/// copies 256 pointers, and a change copies one shard (a 256th of the map). The
+/// registry is replaced as a whole on every change (readers hold snapshots); with
+/// 100,000 keys a flat map made each new key copy all of them.
+#[derive(Clone)]
+struct Sharded<K, V>(Vec<Arc<HashMap<K, V>>>);
+
+const SHARDS: usize = 256;
+
+trait ShardKey: std::hash::Hash + Eq {
+    fn shard(&self) -> usize;
+}
+
+impl ShardKey for Uuid {
+    fn shard(&self) -> usize {
+        // v4 uids are random from their first byte on.
+        self.as_bytes()[0] as usize % SHARDS
+    }
+}
+
+impl ShardKey for String {
+    fn shard(&self) -> usize {
+        self.as_str().shard()
+    }
+}
+
+impl ShardKey for str {
+    fn shard(&self) -> usize {
+        // FNV-1a: stable and cheap; the shard's own map hashes again.
+        let h = self.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        h as usize % SHARDS
+    }
+}
+
+impl<K: ShardKey + Clone, V: Clone> Default for Sharded<K, V> {
+    fn default() -> Self {
+        Sharded((0..SHARDS).map(|_| Arc::new(HashMap::new())).collect())
+    }
+}
+
+impl<K: ShardKey + Clone, V: Clone> Sharded<K, V> {
+    fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: ShardKey + ?Sized,
+    {
+        self.0[k.shard()].get(k)
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        Arc::make_mut(&mut self.0[k.shard()]).insert(k, v);
+    }
+
+    fn remove(&mut self, k: &K) -> Option<V> {
+        let shard = &mut self.0[k.shard()];
+        if !shard.contains_key(k) {
+            return None;
+        }
+        Arc::make_mut(shard).remove(k)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().flat_map(|s| s.values())
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(|s| s.len()).sum()
+    }
+}
+
 /// The CMKs as this process last read them, indexed for the hot path.
 #[derive(Default, Clone)]
 pub struct Registry {
-    pub cmks: HashMap<Uuid, Cmk>,
+    cmks: Sharded<Uuid, Arc<Cmk>>,
     /// object uid → (CMK id, version)
-    by_object: HashMap<Uuid, (Uuid, u32)>,
+    by_object: Sharded<Uuid, (Uuid, u32)>,
+    /// alias → CMK id
+    by_alias: Sharded<String, Uuid>,
 }
 
 impl Registry {
@@ -163,14 +238,14 @@ impl Registry {
     }
 
     pub fn insert(&mut self, c: Cmk) {
-        if let Some(old) = self.cmks.get(&c.id) {
+        if let Some(old) = self.cmks.get(&c.id).cloned() {
             if old.generation > c.generation {
                 return;
             }
-            let objs: Vec<Uuid> = old.objects().collect();
-            for o in objs {
-                self.by_object.remove(&o);
-            }
+            self.unlink(&old);
+        }
+        for a in &c.aliases {
+            self.by_alias.insert(a.clone(), c.id);
         }
         for v in &c.versions {
             self.by_object.insert(v.object, (c.id, v.version));
@@ -178,15 +253,38 @@ impl Registry {
                 self.by_object.insert(p, (c.id, v.version));
             }
         }
-        self.cmks.insert(c.id, c);
+        self.cmks.insert(c.id, Arc::new(c));
     }
 
     pub fn remove(&mut self, id: Uuid) {
         if let Some(old) = self.cmks.remove(&id) {
-            for o in old.objects() {
-                self.by_object.remove(&o);
+            self.unlink(&old);
+        }
+    }
+
+    /// Forget the objects and aliases of a record that is replaced or removed.
+    fn unlink(&mut self, old: &Cmk) {
+        for o in old.objects() {
+            self.by_object.remove(&o);
+        }
+        for a in &old.aliases {
+            if self.by_alias.get(a) == Some(&old.id) {
+                self.by_alias.remove(a);
             }
         }
+    }
+
+    /// Every CMK, in no particular order.
+    pub fn cmks(&self) -> impl Iterator<Item = &Cmk> {
+        self.cmks.values().map(|c| &**c)
+    }
+
+    pub fn len(&self) -> usize {
+        self.cmks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The CMK and version an object belongs to.
@@ -199,18 +297,18 @@ impl Registry {
     pub fn resolve(&self, name: &str) -> Option<&Cmk> {
         let id_part = name.rsplit_once("key/").map(|(_, id)| id).unwrap_or(name);
         if let Ok(id) = Uuid::parse_str(id_part) {
-            return self.cmks.get(&id);
+            return self.cmks.get(&id).map(|c| &**c);
         }
-        self.cmks
-            .values()
-            .find(|c| c.aliases.iter().any(|a| a == name))
+        let id = self.alias_owner(name)?;
+        self.cmks.get(&id).map(|c| &**c)
     }
 
     pub fn alias_owner(&self, alias: &str) -> Option<Uuid> {
-        self.cmks
-            .values()
-            .find(|c| c.aliases.iter().any(|a| a == alias))
-            .map(|c| c.id)
+        self.by_alias.get(alias).copied().filter(|id| {
+            self.cmks
+                .get(id)
+                .is_some_and(|c| c.aliases.iter().any(|a| a == alias))
+        })
     }
 }
 

@@ -414,43 +414,73 @@ impl Token {
     // ---- objects --------------------------------------------------------------------
 
     /// Bring token objects up to date with the store (another process may have changed it).
+    ///
+    /// The store's objects are read and decoded without the table's write lock (key
+    /// use goes on meanwhile); only the insertion takes it. With 100,000 keys this
+    /// runs at the first search after login and after another process changed the
+    /// store, not per call.
     fn sync_objects(&self) -> Result<()> {
         let version = self.keystore.cluster.data_version()?;
         let mut seen = self.seen_version.lock();
         if *seen == Some(version) {
             return Ok(());
         }
+        // Objects this process adds from now on are newer than what is read below:
+        // they stay even though the read may not show them.
+        let newer_than = self.objects.read().last_handle();
         let stored = self.keystore.cluster.load_objects()?;
-        self.keystore.refresh_cmks(true)?;
+        // Key records as new as the objects just read (re-read only if the store
+        // changed since they were last read: with many keys that costs).
+        self.keystore.refresh_cmks_if_changed()?;
         let show_private = self.login_state() == Login::User;
-        let mut table = self.objects.write();
-        let mut present = std::collections::HashSet::new();
-        for so in stored {
-            let attrs = match Attributes::decode(&so.attrs) {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(uid = %so.uid, "skipping unreadable object: {e}");
-                    continue;
+        let mut present = std::collections::HashSet::with_capacity(stored.len());
+        let mut decoded = Vec::with_capacity(stored.len());
+        {
+            let table = self.objects.read();
+            self.keystore.with_cmks(|reg| {
+                for so in stored {
+                    let attrs = match Attributes::decode(&so.attrs) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::error!(uid = %so.uid, "skipping unreadable object: {e}");
+                            continue;
+                        }
+                    };
+                    if attrs.flag(CKA_PRIVATE) && !show_private {
+                        continue;
+                    }
+                    present.insert(so.uid);
+                    // A key whose creation did not finish (its key record was never
+                    // written, e.g. the creating process was killed) is not shown; it
+                    // is removed later. Keys this process is creating right now are
+                    // already in the table.
+                    let had = table.by_uid(&so.uid).cloned();
+                    if crate::keystore::is_key_object(&attrs)
+                        && had.is_none()
+                        && reg.for_object(so.uid).is_none()
+                    {
+                        continue;
+                    }
+                    decoded.push((Object::new(so.uid, attrs, None), had));
                 }
-            };
-            if attrs.flag(CKA_PRIVATE) && !show_private {
-                continue;
-            }
-            // A key whose creation did not finish (its key record was never written,
-            // e.g. the creating process was killed) is not shown; it is removed later.
-            // Keys this process is creating right now are already in the table.
-            if crate::keystore::is_key_object(&attrs)
-                && table.handle_of(&so.uid).is_none()
-                && self
-                    .keystore
-                    .with_cmks(|r| r.for_object(so.uid).is_none())?
-            {
-                continue;
-            }
-            present.insert(so.uid);
-            table.insert(Object::new(so.uid, attrs, None));
+            })?;
         }
-        table.remove_where(|o| o.is_token() && !present.contains(&o.uid));
+        let mut table = self.objects.write();
+        table.reserve(decoded.len());
+        for (obj, had) in decoded {
+            // What this process did to an object while the store was read (created,
+            // changed or destroyed it) is newer than what was read: it stands.
+            let now = table.by_uid(&obj.uid);
+            let untouched = match (&had, now) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if untouched {
+                table.insert(obj);
+            }
+        }
+        table.prune_token_objects(newer_than, |o| present.contains(&o.uid));
         *seen = Some(version);
         Ok(())
     }
@@ -677,13 +707,14 @@ impl Token {
         }
         self.sync_objects()?;
         let user = self.login_state() == Login::User;
+        // A template naming CKA_LABEL or CKA_ID is a look-up in the table's index,
+        // not a scan of every object.
         let (mut found, uids): (Vec<CK_OBJECT_HANDLE>, Vec<Uuid>) = self
             .objects
             .read()
-            .iter()
+            .matching(template)
             .filter(|(_, o)| user || !o.is_private())
-            .filter(|(_, o)| o.attrs.matches(template))
-            .map(|(h, o)| (*h, o.uid))
+            .map(|(h, o)| (h, o.uid))
             .unzip();
         if found.len() > 1 {
             // The current version of a rotated key before its older versions (same

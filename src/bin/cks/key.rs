@@ -464,7 +464,7 @@ fn change(
 fn list(json: bool) -> Result<(), String> {
     let (_, ks) = open()?;
     let mut keys: Vec<Cmk> = ks
-        .with_cmks(|r| r.cmks.values().cloned().collect())
+        .with_cmks(|r| r.cmks().cloned().collect())
         .map_err(|e| explain(&e))?;
     keys.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
     let store = ks.keystore_id();

@@ -73,7 +73,7 @@ fn status(json: bool) -> Result<(), String> {
                 .unwrap_or(false)
         })
         .count();
-    let keys = ks.with_cmks(|r| r.cmks.len()).map_err(|e| explain(&e))?;
+    let keys = ks.with_cmks(|r| r.len()).map_err(|e| explain(&e))?;
     let s = Status {
         label: record
             .as_ref()

@@ -243,14 +243,43 @@ fn ec_templates(params: &[u8], label: &str, token: bool) -> (Vec<Attribute>, Vec
     (public, private)
 }
 
+/// `CKA_ID` of the objects `--keys` makes.
+const FILLER_ID: &[u8] = b"cks-bench-filler";
+
+/// What kind of objects `--keys` makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    /// Private data objects (AES keys where the module refuses data objects)
+    Data,
+    /// AES-256 token keys (customer master keys in cks)
+    Aes,
+}
+
+impl KeyKind {
+    fn name(self) -> &'static str {
+        match self {
+            KeyKind::Data => "data",
+            KeyKind::Aes => "aes",
+        }
+    }
+}
+
+/// `--keys`, `--key-kind`, `--keep-keys`.
+#[derive(Clone, Copy, Debug)]
+pub struct Fillers {
+    pub count: usize,
+    pub kind: KeyKind,
+    pub keep: bool,
+}
+
 /// The bench's objects on one module: made lazily per operation, all
-/// destroyed by [`Setup::cleanup`].
+/// destroyed by [`Setup::cleanup`] (except `--keep-keys` fillers).
 pub struct Setup<'m> {
     module: &'m Module,
     session: Session,
     tag: String,
     created: Vec<ObjectHandle>,
-    extra_objects: usize,
+    extra: Fillers,
     fillers_done: bool,
     aes: Option<(ObjectHandle, String)>,
     ec256: Option<(ObjectHandle, ObjectHandle)>,
@@ -261,7 +290,7 @@ pub struct Setup<'m> {
 }
 
 impl<'m> Setup<'m> {
-    pub fn new(module: &'m Module, extra_objects: usize) -> Result<Setup<'m>, String> {
+    pub fn new(module: &'m Module, extra: Fillers) -> Result<Setup<'m>, String> {
         let session = module
             .user_session()
             .map_err(|e| format!("set-up session/login: {}", describe(&e)))?;
@@ -270,7 +299,7 @@ impl<'m> Setup<'m> {
             session,
             tag: format!("{:08x}", rand::random::<u32>()),
             created: Vec::new(),
-            extra_objects,
+            extra,
             fillers_done: false,
             aes: None,
             ec256: None,
@@ -397,43 +426,69 @@ impl<'m> Setup<'m> {
         Ok(h)
     }
 
-    /// `--keys N`: N extra token objects so that find-by-label searches
-    /// among many. Data objects where the module takes them, else AES keys.
+    /// `--keys N`: N extra token objects so that searches and key lookups run
+    /// among many. Data objects where the module takes them (else AES keys), or
+    /// AES token keys (`--key-kind aes`). With `--keep-keys` they carry one
+    /// fixed `CKA_ID`, so that a later run counts them and only tops them up,
+    /// and they are not destroyed at the end.
     fn fillers(&mut self, progress: &dyn Fn(usize)) -> Result<(), String> {
         if self.fillers_done {
             return Ok(());
         }
-        let mut use_keys = false;
-        for i in 0..self.extra_objects {
+        let want = self.extra.count;
+        let kind = self.extra.kind;
+        let mut use_keys = kind == KeyKind::Aes;
+        let (prefix, mut have) = if self.extra.keep {
+            let class = if use_keys {
+                ObjectClass::SECRET_KEY
+            } else {
+                ObjectClass::DATA
+            };
+            let found = self
+                .session
+                .find_objects(&[Attribute::Class(class), Attribute::Id(FILLER_ID.to_vec())])
+                .map_err(|e| describe(&e))?;
+            (format!("cks-bench-filler-{}", kind.name()), found.len())
+        } else {
+            (self.label("filler"), 0)
+        };
+        while have < want {
             if super::interrupted() {
                 return Err("interrupted".to_string());
             }
-            if i % 50 == 0 {
-                progress(i);
+            if have % 50 == 0 {
+                progress(have);
             }
-            let label = format!("{}-{i}", self.label("filler"));
-            if !use_keys {
+            let label = format!("{prefix}-{have}");
+            let id = Attribute::Id(FILLER_ID.to_vec());
+            let made = if use_keys {
+                let mut template = aes_template(&label, true, false);
+                template.push(id);
+                self.session
+                    .generate_key(&Mechanism::AesKeyGen, &template)
+                    .map_err(|e| describe(&e))?
+            } else {
                 let template = vec![
                     Attribute::Class(ObjectClass::DATA),
                     Attribute::Token(true),
                     Attribute::Private(true),
                     Attribute::Label(label.as_bytes().to_vec()),
                     Attribute::Value(random_bytes(16)),
+                    id,
                 ];
                 match self.session.create_object(&template) {
-                    Ok(h) => {
-                        self.created.push(h);
+                    Ok(h) => h,
+                    Err(_) if have == 0 && !self.extra.keep => {
+                        use_keys = true;
                         continue;
                     }
-                    Err(_) if i == 0 => use_keys = true,
                     Err(e) => return Err(describe(&e)),
                 }
+            };
+            if !self.extra.keep {
+                self.created.push(made);
             }
-            let h = self
-                .session
-                .generate_key(&Mechanism::AesKeyGen, &aes_template(&label, true, false))
-                .map_err(|e| describe(&e))?;
-            self.created.push(h);
+            have += 1;
         }
         self.fillers_done = true;
         Ok(())
@@ -441,6 +496,8 @@ impl<'m> Setup<'m> {
 
     /// Makes the keys and inputs for `op` on this module.
     pub fn prepare(&mut self, op: Op, progress: &dyn Fn(usize)) -> Result<P11Prep, String> {
+        // The extra objects come first: every operation runs among them.
+        self.fillers(progress)?;
         let mut p = P11Prep::new(op);
         let d = |e: cryptoki::error::Error| describe(&e);
         match op {
@@ -517,7 +574,6 @@ impl<'m> Setup<'m> {
             }
             Op::FindByLabel => {
                 self.aes()?;
-                self.fillers(progress)?;
                 if let Some((_, label)) = &self.aes {
                     p.label = label.as_bytes().to_vec();
                 }

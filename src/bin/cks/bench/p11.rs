@@ -2,9 +2,11 @@
 //! and naming PKCS#11 errors by their `CKR_` codes.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::Attribute;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -91,6 +93,52 @@ pub struct Module {
     pub library: String,
     pin: AuthPin,
     initialized_here: bool,
+    /// Time of loading the library and C_Initialize.
+    init_time: Duration,
+    /// This process's resident memory before the library was loaded.
+    rss_before: Option<u64>,
+}
+
+/// This process's resident memory (`VmRSS` in /proc/self/status), in bytes.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What opening the token cost: the figures behind "opening the store and logging
+/// in", measured once per module before anything else is made.
+pub struct Startup {
+    pub init: Duration,
+    pub login: Duration,
+    pub first_find: Duration,
+    pub objects: usize,
+    pub rss_growth: Option<u64>,
+    /// The session that logged in: kept open so that the login stays (closing the
+    /// last session logs out).
+    pub _session: Session,
+}
+
+impl Startup {
+    pub fn describe(&self) -> String {
+        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+        let mut s = format!(
+            "start-up: C_Initialize {}, C_OpenSession + C_Login {}, first C_FindObjects {} \
+             (the token then shows {} objects)",
+            ms(self.init),
+            ms(self.login),
+            ms(self.first_find),
+            self.objects
+        );
+        if let Some(b) = self.rss_growth {
+            s.push_str(&format!(
+                "; resident memory +{:.1} MiB from loading the library to here",
+                b as f64 / (1024.0 * 1024.0)
+            ));
+        }
+        s
+    }
 }
 
 impl Module {
@@ -100,7 +148,10 @@ impl Module {
         slot_label: Option<&str>,
         pin: &str,
     ) -> Result<Module, String> {
+        let rss_before = rss_bytes();
+        let t0 = Instant::now();
         let (ctx, initialized_here) = load_module(path)?;
+        let init_time = t0.elapsed();
         let (slot, token_label) = match find_slot(&ctx, slot_label) {
             Ok(found) => found,
             Err(e) => {
@@ -128,6 +179,40 @@ impl Module {
             library,
             pin: AuthPin::from(pin.to_string()),
             initialized_here,
+            init_time,
+            rss_before,
+        })
+    }
+
+    /// Log in and search once (a module may read its objects then), timed; and how
+    /// much resident memory the module took from loading until then. Call before any
+    /// other session of this module.
+    pub fn startup(&self) -> Result<Startup, String> {
+        let t0 = Instant::now();
+        let session = self
+            .user_session()
+            .map_err(|e| format!("session/login: {}", describe(&e)))?;
+        let login = t0.elapsed();
+        let t1 = Instant::now();
+        let label = Attribute::Label(b"cks-bench-no-such-label".to_vec());
+        session
+            .find_objects(&[label])
+            .map_err(|e| format!("first search: {}", describe(&e)))?;
+        let first_find = t1.elapsed();
+        let rss_growth = match (self.rss_before, rss_bytes()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        let found = session
+            .find_objects(&[])
+            .map_err(|e| format!("listing the objects: {}", describe(&e)))?;
+        Ok(Startup {
+            init: self.init_time,
+            login,
+            first_find,
+            objects: found.len(),
+            rss_growth,
+            _session: session,
         })
     }
 
