@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::clock::{day_of, format_rfc3339_micros, format_rfc3339_micros_into, now_micros};
-use super::event::{line_hash, write_line, Event, Hex64, LineCtx, ZERO_HASH};
+use super::clock::{day_of, format_rfc3339_micros, now_micros, TimeText};
+use super::event::{host_pid_fragment, line_hash, write_line, Batch, Hex64, LineCtx, ZERO_HASH};
 use super::AuditError;
 
 pub(crate) const MANIFEST: &str = "segments.log";
@@ -189,10 +189,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), AuditError> {
         .map_err(|e| io_err(dir, e))
 }
 
-/// A record waiting for the writer.
+/// A record and its time, for tests that drive a `SegmentWriter` directly.
+#[cfg(test)]
 pub(crate) struct Pending {
     pub time_us: i64,
-    pub event: Event,
+    pub event: super::Event,
 }
 
 struct OpenSegment {
@@ -215,6 +216,8 @@ pub(crate) struct SegmentWriter {
     dir: PathBuf,
     host: String,
     pid: u32,
+    /// `,"host":"<host>","pid":<pid>`, the same in every line.
+    host_pid: Vec<u8>,
     start_us: u64,
     max_bytes: u64,
     cur: Option<OpenSegment>,
@@ -223,7 +226,7 @@ pub(crate) struct SegmentWriter {
     /// Chain hash after the last committed record (zeros before the first).
     last_hash: [u8; 32],
     buf: Vec<u8>,
-    time: String,
+    time: TimeText,
     /// Count of fsync'd batches (for group-commit statistics).
     pub syncs: u64,
     pub written: u64,
@@ -231,17 +234,20 @@ pub(crate) struct SegmentWriter {
 
 impl SegmentWriter {
     pub fn new(dir: &Path, max_bytes: u64) -> SegmentWriter {
+        let host = host_name();
+        let pid = std::process::id();
         SegmentWriter {
             dir: dir.to_path_buf(),
-            host: host_name(),
-            pid: std::process::id(),
+            host_pid: host_pid_fragment(&host, pid),
+            host,
+            pid,
             start_us: u64::try_from(now_micros()).unwrap_or(0),
             max_bytes: max_bytes.max(1),
             cur: None,
             next_seq: 0,
             last_hash: ZERO_HASH,
             buf: Vec::with_capacity(64 * 1024),
-            time: String::with_capacity(32),
+            time: TimeText::default(),
             syncs: 0,
             written: 0,
         }
@@ -345,7 +351,16 @@ impl SegmentWriter {
             .map_err(|e| io_err(&seg.path, e))?;
         self.syncs += 1;
         self.written += staged_records - seg.records;
+        let from = seg.bytes & !4095;
         seg.bytes += seg.unsynced + self.buf.len() as u64;
+        // The log is written once and read rarely: give its now clean pages back, so the
+        // next batch reuses recently freed (cache-warm) memory instead of growing the page
+        // cache with fresh pages. Whole pages only: the last, partly written page stays
+        // (else the next append would read it back from disk). Only advice: a failure
+        // changes nothing.
+        if let Some(len) = std::num::NonZeroU64::new((seg.bytes & !4095).saturating_sub(from)) {
+            let _ = rustix::fs::fadvise(&seg.file, from, Some(len), rustix::fs::Advice::DontNeed);
+        }
         seg.unsynced = 0;
         seg.records = staged_records;
         self.last_hash = staged_hash;
@@ -356,11 +371,7 @@ impl SegmentWriter {
 
     /// Writes a batch (an optional gap record first), rotating as needed, and fsyncs it.
     /// All or nothing for the part not yet committed: on error the file is cut back.
-    pub fn write_batch(
-        &mut self,
-        gap: Option<&Pending>,
-        batch: &[Pending],
-    ) -> Result<(), AuditError> {
+    pub fn write_records(&mut self, gap: Option<&Batch>, batch: &Batch) -> Result<(), AuditError> {
         let r = self.write_batch_inner(gap, batch);
         if r.is_err() {
             self.buf.clear();
@@ -369,11 +380,26 @@ impl SegmentWriter {
         r
     }
 
-    fn write_batch_inner(
+    /// As `write_records`, from `Event`s.
+    #[cfg(test)]
+    pub fn write_batch(
         &mut self,
         gap: Option<&Pending>,
         batch: &[Pending],
     ) -> Result<(), AuditError> {
+        let g = gap.map(|p| {
+            let mut b = Batch::default();
+            b.push(p.time_us, &p.event);
+            b
+        });
+        let mut b = Batch::default();
+        for p in batch {
+            b.push(p.time_us, &p.event);
+        }
+        self.write_records(g.as_ref(), &b)
+    }
+
+    fn write_batch_inner(&mut self, gap: Option<&Batch>, batch: &Batch) -> Result<(), AuditError> {
         self.buf.clear();
         if let Some(seg) = &self.cur {
             // Deleted under us: writing on would lose records silently. Move on to a new
@@ -389,7 +415,11 @@ impl SegmentWriter {
         }
         let mut staged_records = self.cur.as_ref().map_or(0, |s| s.records);
         let mut staged_hash = self.last_hash;
-        for p in gap.into_iter().chain(batch) {
+        let records = gap
+            .into_iter()
+            .flat_map(|g| g.recs.iter().map(move |r| (g, r)))
+            .chain(batch.recs.iter().map(|r| (batch, r)));
+        for (b, p) in records {
             let day = day_of(p.time_us);
             let rotate = match &self.cur {
                 None => true,
@@ -407,14 +437,11 @@ impl SegmentWriter {
             let Some(seg) = self.cur.as_ref() else {
                 return Err(AuditError::Unwritable("no open segment".into()));
             };
-            self.time.clear();
-            format_rfc3339_micros_into(p.time_us, &mut self.time);
             let start = self.buf.len();
             let ctx = LineCtx {
                 seq: staged_records,
-                time: &self.time,
-                host: &self.host,
-                pid: self.pid,
+                time: self.time.of(p.time_us),
+                host_pid: &self.host_pid,
                 continues: if staged_records == 0 {
                     seg.continues.as_deref()
                 } else {
@@ -422,7 +449,7 @@ impl SegmentWriter {
                 },
                 prev: &staged_hash,
             };
-            write_line(&mut self.buf, &p.event, &ctx)?;
+            write_line(&mut self.buf, b, p, &ctx);
             staged_hash = line_hash(&self.buf[start..]);
             self.buf.push(b'\n');
             staged_records += 1;

@@ -1,5 +1,9 @@
 //! `AuditLog`: the hot path hands records to a writer thread through a mutex-protected
-//! `Vec` that the writer swaps out; the lock is never held during I/O.
+//! `Batch` that the writer swaps out; the lock is never held during I/O.
+//!
+//! Per record the calling thread only copies the record's few strings into the batch (no
+//! allocation once the batch has grown, no reference counts handed to another thread) and
+//! wakes the writer once per batch; the writer encodes, hashes and writes.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -8,14 +12,15 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::clock::now_micros;
-use super::event::{AuditConfig, Durability, Event};
-use super::segment::{io_err, Pending, SegmentWriter};
+use super::event::{AuditConfig, Batch, Durability, Event, MAX_ARENA_BYTES};
+use super::segment::{io_err, SegmentWriter};
 use super::AuditError;
 
 /// Batch mode: the writer writes at most this long after the first waiting record.
 const BATCH_INTERVAL: Duration = Duration::from_millis(50);
-/// Batch mode: wake the writer early once this many records wait.
-const EARLY_WAKE: usize = 4096;
+/// Batch mode: wake the writer early once this many records wait (at a million records a
+/// second, every 16 ms: the writer works in few, large batches, each one fsync).
+const EARLY_WAKE: usize = 16 * 1024;
 /// Beyond this many waiting records, `record` blocks until the writer catches up.
 const MAX_PENDING: usize = 256 * 1024;
 /// While records have been lost, retry writing the gap record this often.
@@ -35,7 +40,7 @@ pub struct AuditStats {
 }
 
 struct Queue {
-    pending: Vec<Pending>,
+    pending: Batch,
     /// When `pending` last became non-empty.
     first_at: Option<Instant>,
     /// Tickets are handed out in push order; `next_ticket` is the next one.
@@ -121,7 +126,7 @@ impl AuditLog {
         let shared = Arc::new(Shared {
             durability: cfg.durability,
             q: Mutex::new(Queue {
-                pending: Vec::with_capacity(1024),
+                pending: Batch::with_capacity(1024),
                 first_at: None,
                 next_ticket: 0,
                 done: 0,
@@ -172,28 +177,28 @@ impl AuditLog {
         if q.writer_gone {
             return Err(AuditError::WriterStopped);
         }
-        if q.pending.len() >= MAX_PENDING {
+        let full = |q: &Queue| {
+            q.pending.len() >= MAX_PENDING || q.pending.arena_bytes() >= MAX_ARENA_BYTES
+        };
+        if full(&q) {
             // About to block on the writer (a rare, slow path): make sure there is one.
             if std::process::id() != self.pid {
                 return Err(AuditError::WriterStopped);
             }
-            while q.pending.len() >= MAX_PENDING && !q.writer_gone {
+            while full(&q) && !q.writer_gone {
                 sh.progress.wait(&mut q);
             }
         }
         let ticket = q.next_ticket;
         q.next_ticket += 1;
         // The time is taken under the lock so that a segment's records are in time order.
-        q.pending.push(Pending {
-            time_us: now_micros(),
-            event,
-        });
+        q.pending.push(now_micros(), &event);
         if sh.durability == Durability::Batch {
             let n = q.pending.len();
             if n == 1 {
                 // Once per batch: a forked child has no writer; records would pile up.
                 if std::process::id() != self.pid {
-                    q.pending.pop();
+                    q.pending.clear();
                     q.next_ticket -= 1;
                     return Err(AuditError::WriterStopped);
                 }
@@ -202,8 +207,12 @@ impl AuditLog {
             } else if n == EARLY_WAKE {
                 sh.work.notify_one();
             }
+            drop(q);
+            // The event's `Arc`s and strings are released here, outside the lock.
+            drop(event);
             return Ok(());
         }
+        drop(event);
         // Sync: ask for a write now and wait for ours to be done (group commit: whoever
         // is queued while the writer fsyncs goes out in the next batch together).
         q.urgent = true;
@@ -315,7 +324,7 @@ impl Drop for GoneGuard<'_> {
 
 fn writer_main(sh: &Shared, mut seg: SegmentWriter) {
     let _guard = GoneGuard(sh);
-    let mut batch: Vec<Pending> = Vec::with_capacity(1024);
+    let mut batch = Batch::with_capacity(1024);
     loop {
         let mut q = sh.q.lock();
         loop {
@@ -359,7 +368,7 @@ fn writer_main(sh: &Shared, mut seg: SegmentWriter) {
         let result = if batch.is_empty() && gap.is_none() {
             Ok(())
         } else {
-            seg.write_batch(gap.as_ref(), &batch)
+            seg.write_records(gap.as_ref(), &batch)
         };
         // A failed batch may still have committed its first records (before a rotation).
         let committed = seg.written - before;
@@ -377,7 +386,7 @@ fn writer_main(sh: &Shared, mut seg: SegmentWriter) {
             Err(e) => {
                 let failed = usize::try_from(batch_committed)
                     .ok()
-                    .and_then(|n| batch.get(n..))
+                    .and_then(|n| batch.recs.get(n..))
                     .unwrap_or(&[]);
                 if sh.durability == Durability::Sync {
                     note_failure(&mut q.failures, lo + batch_committed, hi, &e);
@@ -396,9 +405,7 @@ fn writer_main(sh: &Shared, mut seg: SegmentWriter) {
         drop(q);
         sh.progress.notify_all();
         batch.clear();
-        if batch.capacity() > 64 * 1024 {
-            batch.shrink_to(4096); // after a backlog, give the memory back
-        }
+        batch.shrink(MAX_PENDING / 4); // after a backlog, give the memory back
         if finished {
             // A clean close pins the segment's end in the manifest.
             let _ = seg.seal();
@@ -424,15 +431,14 @@ fn note_failure(failures: &mut Vec<(u64, u64, AuditError)>, lo: u64, hi: u64, e:
 }
 
 /// Documents lost records; dated at the first of them, so it sorts before later records.
-fn gap_record(lost: u64, since_us: i64, error: Option<&str>) -> Pending {
+fn gap_record(lost: u64, since_us: i64, error: Option<&str>) -> Batch {
     let mut e = Event::new(super::ops::AUDIT_GAP, "CKR_FUNCTION_FAILED");
     e.reason = Some(format!(
         "{lost} audit record(s) could not be written: {}",
         error.unwrap_or("unknown error")
     ));
     e.detail = Some(serde_json::json!({ "lost": lost }));
-    Pending {
-        time_us: since_us,
-        event: e,
-    }
+    let mut b = Batch::default();
+    b.push(since_us, &e);
+    b
 }
