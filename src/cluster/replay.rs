@@ -34,6 +34,10 @@ impl Replay {
             return Err(failure);
         }
         let failed = self.members[self.served].clone();
+        failed
+            .stats
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         failed.set_healthy(false, &failure.msg);
         let mut last = failure;
         for (i, m) in self.members.iter().enumerate() {

@@ -66,7 +66,19 @@ impl std::fmt::Display for TokenRef {
 /// many members use it (two tokens of one SoftHSM2, say).
 /// Each module and the process that initialised it (0: none). A child process after
 /// fork() must initialise a module again before using it.
-static MODULES: Lazy<Mutex<HashMap<PathBuf, (Pkcs11, u32)>>> = Lazy::new(Default::default);
+static MODULES: Lazy<Mutex<HashMap<PathBuf, Loaded>>> = Lazy::new(Default::default);
+
+struct Loaded {
+    pkcs11: Pkcs11,
+    /// The process that initialised it (0: none).
+    by: u32,
+    gate: Gate,
+}
+
+/// Every call into a module holds its gate shared; initialising the module again holds
+/// it exclusively. (C_Finalize while other threads are inside the module is undefined:
+/// p11-kit's client aborts the process.)
+pub type Gate = std::sync::Arc<parking_lot::RwLock<()>>;
 
 /// Members using each module. A module is initialised again (to reconnect) only
 /// when one member uses it: doing so ends every other user's sessions.
@@ -94,23 +106,25 @@ fn pin_fingerprint(module: &Path, token: &TokenRef, pin: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn module(instance: &str, path: &Path, reinitialise: bool) -> Result<Pkcs11> {
+fn module(instance: &str, path: &Path, reinitialise: bool) -> Result<(Pkcs11, Gate)> {
     let mut modules = MODULES.lock();
     let me = std::process::id();
-    if let Some((m, by)) = modules.get_mut(path) {
+    if let Some(l) = modules.get_mut(path) {
         let shared = MODULE_USERS.lock().get(path).is_some_and(|u| u.len() > 1);
-        if *by == me && (!reinitialise || shared) {
-            return Ok(m.clone());
+        if l.by == me && (!reinitialise || shared) {
+            return Ok((l.pkcs11.clone(), l.gate.clone()));
         }
         // A module whose far end went away (p11-kit's client after its server
-        // restarted) connects again only when initialised again.
-        if *by == me {
-            let _ = m.clone().finalize();
+        // restarted) connects again only when initialised again: once no call is
+        // inside it.
+        let _alone = l.gate.write();
+        if l.by == me {
+            let _ = l.pkcs11.clone().finalize();
         }
-        *by = 0;
-        initialise(instance, path, m)?;
-        *by = me;
-        return Ok(m.clone());
+        l.by = 0;
+        initialise(instance, path, &l.pkcs11)?;
+        l.by = me;
+        return Ok((l.pkcs11.clone(), l.gate.clone()));
     }
     if !path.exists() {
         return Err(Error::device(format!(
@@ -125,8 +139,16 @@ fn module(instance: &str, path: &Path, reinitialise: bool) -> Result<Pkcs11> {
         ))
     })?;
     initialise(instance, path, &m)?;
-    modules.insert(path.to_path_buf(), (m.clone(), me));
-    Ok(m)
+    let gate = Gate::default();
+    modules.insert(
+        path.to_path_buf(),
+        Loaded {
+            pkcs11: m.clone(),
+            by: me,
+            gate: gate.clone(),
+        },
+    );
+    Ok((m, gate))
 }
 
 fn initialise(instance: &str, path: &Path, m: &Pkcs11) -> Result<()> {
@@ -149,6 +171,15 @@ pub struct Conn {
     /// Mechanisms the module offers for the token (as it reports them: p11-kit's
     /// remoting leaves out those its RPC cannot carry).
     pub mechanisms: HashSet<CK_MECHANISM_TYPE>,
+    pub gate: Gate,
+}
+
+impl Drop for Conn {
+    /// Closing the pooled sessions calls into the module.
+    fn drop(&mut self) {
+        let _in = self.gate.read_recursive();
+        self.idle.get_mut().clear();
+    }
 }
 
 /// Most sessions kept open while idle; more are opened under load and closed after.
@@ -162,7 +193,8 @@ impl Conn {
         pin: &PinSource,
         reinitialise: bool,
     ) -> Result<Conn> {
-        let pkcs11 = module(instance, path, reinitialise)?;
+        let (pkcs11, gate) = module(instance, path, reinitialise)?;
+        let _in = gate.read_recursive();
         let slot = find_slot(instance, &pkcs11, token)?;
         let mechanisms = pkcs11
             .get_mechanism_list(slot)
@@ -176,6 +208,7 @@ impl Conn {
             idle: Mutex::new(Vec::new()),
             handles: Mutex::new(HashMap::new()),
             mechanisms,
+            gate: gate.clone(),
         };
         let s = conn.open_session(instance)?;
         let pin = pin.read(instance, "user PIN")?;
@@ -223,7 +256,16 @@ impl Conn {
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
             idle.push(s);
+        } else {
+            drop(idle);
+            self.discard(s);
         }
+    }
+
+    /// Close a session (inside the gate: closing calls into the module).
+    pub fn discard(&self, s: Session) {
+        let _in = self.gate.read_recursive();
+        drop(s);
     }
 
     /// Log in as the token's SO for `f` (the user is logged out meanwhile: a token has
@@ -235,6 +277,7 @@ impl Conn {
         user_pin: &str,
         f: impl FnOnce(&Session) -> Result<T>,
     ) -> Result<T> {
+        let _in = self.gate.read_recursive();
         let s = self.take(instance)?;
         let _ = s.logout();
         s.login(UserType::So, Some(&AuthPin::new(so_pin.into())))

@@ -193,7 +193,11 @@ impl Inner {
         let mut again = false;
         loop {
             let conn = self.connection(again)?;
-            let s = match conn.take(&self.id) {
+            let taken = {
+                let _in = conn.gate.read_recursive();
+                conn.take(&self.id)
+            };
+            let s = match taken {
                 Ok(s) => s,
                 Err(e) if !again => {
                     tracing::debug!(instance = %self.id, "no session ({e}); reconnecting");
@@ -202,19 +206,25 @@ impl Inner {
                 }
                 Err(e) => return Err(e),
             };
-            match f(&conn, &s) {
+            let result = {
+                let _in = conn.gate.read_recursive();
+                f(&conn, &s)
+            };
+            match result {
                 Ok(v) => {
                     conn.give_back(s);
                     return Ok(v);
                 }
                 Err(Failure::Backend(e)) if !again && sessions_vanished(&e) => {
                     tracing::info!(instance = %self.id, "{what}: {e}; reconnecting and retrying");
-                    drop(s);
+                    conn.discard(s);
                     again = true;
                 }
                 Err(Failure::Backend(e)) => {
                     let err = backend_error(&self.id, what, e);
-                    if !err.is_device_failure() {
+                    if err.is_device_failure() {
+                        conn.discard(s);
+                    } else {
                         conn.give_back(s);
                     }
                     return Err(err);
