@@ -4,6 +4,7 @@
 //! export runs inside `guard`, so no panic crosses into the host program.
 
 mod args;
+pub mod attribute_array;
 mod crypto;
 mod general;
 mod keys;

@@ -643,7 +643,25 @@ impl Instance for Pkcs11Instance {
                 Attribute::Label(DOMAIN_KEY_LABEL.as_bytes().to_vec()),
                 Attribute::Value(domain_key.to_vec()),
             ];
-            let r = s.create_object(&template);
+            // Whatever the domain key unwraps stays sensitive and wrappable only under a
+            // trusted key: without this, a holder of the token's user PIN could wrap a
+            // key under the domain key and unwrap it as an extractable one.
+            let unwrap_template = crate::ffi::attribute_array::AttributeArray::new(&[
+                (CKA_SENSITIVE, &[1]),
+                (CKA_WRAP_WITH_TRUSTED, &[1]),
+            ]);
+            template.push(Attribute::VendorDefined((
+                AttributeType::VendorDefined(CKA_UNWRAP_TEMPLATE),
+                unwrap_template.bytes().to_vec(),
+            )));
+            let mut r = s.create_object(&template);
+            if let Err(e) = &r {
+                // Not every module takes attribute templates (p11-kit's remoting does
+                // not carry them).
+                tracing::warn!(instance = %me.id, "the module refused CKA_UNWRAP_TEMPLATE ({e}): the domain key goes in without one");
+                template.pop();
+                r = s.create_object(&template);
+            }
             for a in template.iter_mut() {
                 if let Attribute::Value(v) = a {
                     v.zeroize();
