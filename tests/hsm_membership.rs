@@ -415,6 +415,12 @@ fn add_brings_the_new_instance_up_to_date_and_it_serves_alone() {
     );
     assert_eq!(store.config_ids(), ["hsm1", "hsm2", "hsm3"]);
     assert!(store.config_text().starts_with(COMMENT), "comment lost");
+    let audit = store.cks(&["audit", "show", "--op", "instance_add", "--json"]);
+    assert!(
+        audit.ok && audit.stdout.contains("\"instance\":\"hsm3\""),
+        "no audit record of the addition:\n{}",
+        audit.text()
+    );
     let rows = store.list();
     assert_all_hold(&rows, &["hsm1", "hsm2", "hsm3"], 3);
     assert_eq!(
@@ -488,6 +494,12 @@ fn remove_refuses_the_last_healthy_copy_and_keeps_the_rest() {
         "hsm1's directory is gone"
     );
     assert_eq!(store.config_ids(), ["hsm2", "hsm3"]);
+    let audit = store.cks(&["audit", "show", "--op", "instance_remove", "--json"]);
+    assert!(
+        audit.ok && audit.stdout.contains("\"instance\":\"hsm1\""),
+        "no audit record of the removal:\n{}",
+        audit.text()
+    );
 
     // hsm2 (failed) holds copies, but hsm3 holds them too and is healthy: allowed.
     let o = store.cks(&["hsm", "remove", "hsm2"]);

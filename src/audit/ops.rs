@@ -32,6 +32,9 @@ pub const CONNECT: &str = "connect";
 pub const DISCONNECT: &str = "disconnect";
 pub const INSTANCE_HEALTH: &str = "instance_health";
 pub const INSTANCE_REPAIR: &str = "instance_repair";
+/// An instance joined or left the key store's configuration (`cks hsm add|remove`).
+pub const INSTANCE_ADD: &str = "instance_add";
+pub const INSTANCE_REMOVE: &str = "instance_remove";
 
 /// Written by the log itself after records were lost (batch mode, write failures).
 pub const AUDIT_GAP: &str = "audit_gap";
@@ -62,5 +65,7 @@ pub const ALL: &[&str] = &[
     DISCONNECT,
     INSTANCE_HEALTH,
     INSTANCE_REPAIR,
+    INSTANCE_ADD,
+    INSTANCE_REMOVE,
     AUDIT_GAP,
 ];

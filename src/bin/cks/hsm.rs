@@ -1,5 +1,6 @@
 //! `cks hsm`: the instances of the key store — list, sync, add, remove.
 
+use cks_pkcs11::audit::ops;
 use cks_pkcs11::cluster::{metrics, Member};
 use cks_pkcs11::config::{default_data_dir, Config, HsmConfig};
 use cks_pkcs11::hsm::embedded::PinUser;
@@ -309,6 +310,11 @@ fn add(
         dir.display(),
         edit.target.display()
     );
+    record_membership(
+        ops::INSTANCE_ADD,
+        id,
+        format!("embedded, {}", dir.display()),
+    )?;
     if let Some(note) = &edit.note {
         println!("note: {note}");
     }
@@ -320,6 +326,18 @@ fn add(
     let result = bring_up_to_date(id, &pin);
     println!("{RESTART_NOTE}");
     result
+}
+
+/// An audit record of a membership change, written once the configuration has it.
+fn record_membership(op: &'static str, id: &str, what: String) -> Result<(), String> {
+    let cfg = Config::load().map_err(|e| e.to_string())?;
+    let ks = KeyStore::open(&cfg).map_err(|e| e.to_string())?;
+    let mut e = cks_pkcs11::audit::Event::new(op, "CKR_OK");
+    e.instance = Some(std::sync::Arc::from(id));
+    e.reason = Some(what);
+    ks.audit.record(e).map_err(|e| {
+        format!("the configuration changed, but its audit record could not be written: {e}")
+    })
 }
 
 /// The user PIN, checked before anything changes (`None`: the key store is not
@@ -350,16 +368,17 @@ fn add_pkcs11(
         .map_err(|e| format!("{}; nothing changed", e.msg))?;
     let pin = checked_pin(cfg, pin)?;
     edit.write()?;
+    let module = entry
+        .module
+        .as_deref()
+        .map(|m| m.display().to_string())
+        .unwrap_or_default();
     println!(
-        "added instance {} (pkcs11, {}) to {}",
+        "added instance {} (pkcs11, {module}) to {}",
         entry.id,
-        entry
-            .module
-            .as_deref()
-            .map(|m| m.display().to_string())
-            .unwrap_or_default(),
         edit.target.display()
     );
+    record_membership(ops::INSTANCE_ADD, &entry.id, format!("pkcs11, {module}"))?;
     let Some(pin) = pin else {
         println!(
             "the key store is not initialised yet: `cks init` sets up {} with the others",
@@ -538,6 +557,11 @@ fn remove(id: &str, force_data: bool, pin: Option<&str>) -> Result<(), String> {
 
     edit.write()?;
     println!("removed instance {id} from {}", edit.target.display());
+    record_membership(
+        ops::INSTANCE_REMOVE,
+        id,
+        format!("from {}", edit.target.display()),
+    )?;
     if let Some(note) = &edit.note {
         println!("note: {note}");
     }
