@@ -8,14 +8,13 @@
 
 mod common;
 
-use common::softhsm::{tools_present, SoftHsm, SOFT_PIN, SOFT_SO_PIN};
+use common::softhsm::{tools_present, MixedStore, SoftHsm, SOFT_PIN};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use std::process::Command;
 
 const TEST: &str = "domain_key_unwraps_only_into_protected_keys";
 
@@ -27,54 +26,21 @@ fn domain_key_unwraps_only_into_protected_keys() {
     let dir = common::tempdir();
     let soft = SoftHsm::new(&dir.join("softhsm"));
     soft.init_token("soft1");
-    let cfg = dir.join("cks.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[keystore]\nlabel = \"dk\"\ndata_dir = \"{d}/data\"\n\
-             [kdf]\nmemory_kib = 64\niterations = 1\n\
-             [[hsm]]\nid = \"emb\"\nkind = \"embedded\"\n\
-             [[hsm]]\nid = \"soft1\"\nkind = \"pkcs11\"\nmodule = \"{m}\"\n\
-             token_label = \"soft1\"\npin_env = \"DK_SOFT_PIN\"\nso_pin_env = \"DK_SOFT_SO_PIN\"\n",
-            d = dir.display(),
-            m = soft.module.display(),
-        ),
-    )
-    .unwrap();
-    let (conf_var, conf) = soft.env();
-    let cfg_s = cfg.display().to_string();
-    let envs = [
-        ("CKS_CONFIG", cfg_s.as_str()),
-        (conf_var, conf.as_str()),
-        ("DK_SOFT_PIN", SOFT_PIN),
-        ("DK_SOFT_SO_PIN", SOFT_SO_PIN),
-        ("CKS_PIN", "dk-user-1234"),
-    ];
-    for args in [
-        &["init", "--so-pin", "dk-so-1234", "--pin", "dk-user-1234"][..],
-        &[
-            "key",
-            "create",
-            "--spec",
-            "AES_256",
-            "--alias",
-            "alias/dk-test",
-        ][..],
-    ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_cks"))
-            .args(args)
-            .envs(envs.iter().copied())
-            .output()
-            .expect("cks");
-        assert!(
-            out.status.success(),
-            "cks {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let store = MixedStore::new(&dir, &soft, "", "");
+    store.cks(&["init", "--so-pin", "dk-so-1234", "--pin", "dk-user-1234"]);
+    store.cks(&[
+        "key",
+        "create",
+        "--spec",
+        "AES_256",
+        "--alias",
+        "alias/dk-test",
+        "--pin",
+        "dk-user-1234",
+    ]);
 
     // Now as someone holding the backend token's user PIN.
+    let (conf_var, conf) = soft.env();
     std::env::set_var(conf_var, &conf);
     let p = Pkcs11::new(&soft.module).expect("load SoftHSM2");
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))

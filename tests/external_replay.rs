@@ -8,14 +8,13 @@
 
 mod common;
 
-use common::softhsm::{tools_present, SoftHsm, SOFT_PIN, SOFT_SO_PIN};
+use common::softhsm::{tools_present, MixedStore, SoftHsm};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 const TEST: &str = "operation_moves_to_another_member_when_its_backend_fails";
@@ -117,45 +116,16 @@ fn operation_moves_to_another_member_when_its_backend_fails() {
     let dir = common::tempdir();
     let soft = SoftHsm::new(&dir.join("softhsm"));
     soft.init_token("soft1");
-    let cfg = dir.join("cks.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[keystore]\nlabel = \"replay\"\ndata_dir = \"{d}/data\"\n\
-             [kdf]\nmemory_kib = 64\niterations = 1\n\
-             [[hsm]]\nid = \"emb\"\nkind = \"embedded\"\nfault_file = \"{emb}\"\n\
-             [[hsm]]\nid = \"soft1\"\nkind = \"pkcs11\"\nmodule = \"{m}\"\n\
-             token_label = \"soft1\"\npin_env = \"REPLAY_SOFT_PIN\"\n\
-             so_pin_env = \"REPLAY_SOFT_SO_PIN\"\nfault_file = \"{soft}\"\n",
-            d = dir.display(),
-            emb = fault(&dir, "emb").display(),
-            soft = fault(&dir, "soft1").display(),
-            m = soft.module.display(),
-        ),
-    )
-    .unwrap();
-    let (conf_var, conf) = soft.env();
-    let cfg_s = cfg.display().to_string();
-    let dir_s = dir.display().to_string();
-    let envs = [
-        ("CKS_CONFIG", cfg_s.as_str()),
-        (conf_var, conf.as_str()),
-        ("REPLAY_SOFT_PIN", SOFT_PIN),
-        ("REPLAY_SOFT_SO_PIN", SOFT_SO_PIN),
-        ("REPLAY_DIR", dir_s.as_str()),
-    ];
-    let init = Command::new(env!("CARGO_BIN_EXE_cks"))
-        .args(["init", "--so-pin", "replay-so-1234", "--pin", PIN])
-        .envs(envs.iter().copied())
-        .output()
-        .expect("cks init");
-    assert!(
-        init.status.success(),
-        "cks init: {}{}",
-        String::from_utf8_lossy(&init.stdout),
-        String::from_utf8_lossy(&init.stderr)
+    let store = MixedStore::new(
+        &dir,
+        &soft,
+        &format!("fault_file = \"{}\"", fault(&dir, "emb").display()),
+        &format!("fault_file = \"{}\"", fault(&dir, "soft1").display()),
     );
-    let mut child_env = envs.to_vec();
+    store.cks(&["init", "--so-pin", "replay-so-1234", "--pin", PIN]);
+    let dir_s = dir.display().to_string();
+    let mut child_env = store.env_refs();
+    child_env.push(("REPLAY_DIR", dir_s.as_str()));
     child_env.push(("REPLAY_CHILD", "1"));
     child_env.push(("CKS_LOG", "info"));
     let (ok, out) = common::run_child(TEST, &child_env);

@@ -358,3 +358,59 @@ impl Drop for P11KitServer {
         self.kill();
     }
 }
+
+/// A key store of one embedded instance (`emb`) and one SoftHSM2 token (`soft1`), its
+/// backend PINs in the environment variables `SOFT1_PIN`/`SOFT1_SO_PIN`; `emb_extra` and
+/// `soft_extra` are further lines of each `[[hsm]]` entry. Returns the configuration and
+/// the environment a process using the store needs.
+pub struct MixedStore {
+    pub cfg: PathBuf,
+    pub envs: Vec<(&'static str, String)>,
+}
+
+impl MixedStore {
+    pub fn new(dir: &Path, soft: &SoftHsm, emb_extra: &str, soft_extra: &str) -> MixedStore {
+        let cfg = dir.join("cks.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[keystore]\nlabel = \"mixed\"\ndata_dir = \"{d}/data\"\n\
+                 [kdf]\nmemory_kib = 64\niterations = 1\n\
+                 [[hsm]]\nid = \"emb\"\nkind = \"embedded\"\n{emb_extra}\n\
+                 [[hsm]]\nid = \"soft1\"\nkind = \"pkcs11\"\nmodule = \"{m}\"\n\
+                 token_label = \"soft1\"\npin_env = \"SOFT1_PIN\"\nso_pin_env = \"SOFT1_SO_PIN\"\n\
+                 {soft_extra}\n",
+                d = dir.display(),
+                m = soft.module.display(),
+            ),
+        )
+        .expect("write cks.toml");
+        let (conf_var, conf) = soft.env();
+        let envs = vec![
+            ("CKS_CONFIG", cfg.display().to_string()),
+            (conf_var, conf),
+            ("SOFT1_PIN", SOFT_PIN.to_string()),
+            ("SOFT1_SO_PIN", SOFT_SO_PIN.to_string()),
+        ];
+        MixedStore { cfg, envs }
+    }
+
+    pub fn env_refs(&self) -> Vec<(&str, &str)> {
+        self.envs.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    /// Run `cks ARGS` against the store; it must succeed.
+    pub fn cks(&self, args: &[&str]) {
+        let out = Command::new(env!("CARGO_BIN_EXE_cks"))
+            .args(args)
+            .envs(self.env_refs())
+            .output()
+            .expect("run cks");
+        assert!(
+            out.status.success(),
+            "cks {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -662,11 +662,7 @@ impl Instance for Pkcs11Instance {
                 template.pop();
                 r = s.create_object(&template);
             }
-            for a in template.iter_mut() {
-                if let Attribute::Value(v) = a {
-                    v.zeroize();
-                }
-            }
+            wipe(&mut template);
             r.map_err(|e| backend_error(&me.id, "installing the domain key", e))
         })?;
         me.call("C_CreateObject", |_, s| Ok(me.bump_version(s)?))?;
@@ -1083,18 +1079,7 @@ impl Instance for Pkcs11Instance {
             )?;
             Ok(me.bump_version(s)?)
         });
-        for a in template.iter_mut() {
-            match a {
-                Attribute::Value(v)
-                | Attribute::PrivateExponent(v)
-                | Attribute::Prime1(v)
-                | Attribute::Prime2(v)
-                | Attribute::Exponent1(v)
-                | Attribute::Exponent2(v)
-                | Attribute::Coefficient(v) => v.zeroize(),
-                _ => {}
-            }
-        }
+        wipe(&mut template);
         r
     }
 
@@ -1239,11 +1224,7 @@ impl Instance for Pkcs11Instance {
                 Attribute::Value(value.to_vec()),
             ];
             let created = s.create_object(&template);
-            for a in template.iter_mut() {
-                if let Attribute::Value(v) = a {
-                    v.zeroize();
-                }
-            }
+            wipe(&mut template);
             let th = created?;
             let r = ops::with_ck(mech, |ck| s.wrap_key(ck, wh, th)).map_err(Failure::Ours)?;
             let _ = s.destroy_object(th);
@@ -1336,6 +1317,22 @@ fn obj_without_key(i: &Pkcs11Instance, obj: StoredObject, material: &KeyMaterial
         sealed: false,
         ..obj
     })
+}
+
+/// Zero the secret values of a template once the backend has them.
+fn wipe(template: &mut [Attribute]) {
+    for a in template.iter_mut() {
+        match a {
+            Attribute::Value(v)
+            | Attribute::PrivateExponent(v)
+            | Attribute::Prime1(v)
+            | Attribute::Prime2(v)
+            | Attribute::Exponent1(v)
+            | Attribute::Exponent2(v)
+            | Attribute::Coefficient(v) => v.zeroize(),
+            _ => {}
+        }
+    }
 }
 
 /// The value of a short-lived backend session key, which is then destroyed.
