@@ -132,6 +132,7 @@ impl Member {
         Lease {
             member: self.clone(),
             start: Instant::now(),
+            end: None,
         }
     }
 }
@@ -150,6 +151,8 @@ fn open(h: &HsmConfig, path: &std::path::Path) -> Result<AnyInstance> {
 pub struct Lease {
     member: Arc<Member>,
     start: Instant,
+    /// When the call ended, if the holder read the clock anyway (saves a read on drop).
+    end: Option<Instant>,
 }
 
 impl Lease {
@@ -159,6 +162,11 @@ impl Lease {
 
     pub fn member_name(&self) -> Arc<str> {
         self.member.name.clone()
+    }
+
+    /// Ends the lease, the call having ended at `end`.
+    pub fn end_at(mut self, end: Instant) {
+        self.end = Some(end);
     }
 
     pub fn failed(&self) {
@@ -171,8 +179,11 @@ impl Drop for Lease {
         let s = &self.member.stats;
         s.in_flight.fetch_sub(1, Ordering::Relaxed);
         s.ops.fetch_add(1, Ordering::Relaxed);
-        s.latency_us
-            .fetch_add(self.start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let end = self.end.unwrap_or_else(Instant::now);
+        s.latency_us.fetch_add(
+            end.saturating_duration_since(self.start).as_micros() as u64,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -286,7 +297,9 @@ impl Cluster {
     pub fn run<T>(&self, f: impl Fn(&AnyInstance) -> Result<T>) -> Result<(T, Lease)> {
         let mut last: Option<Error> = None;
         let mut wait = std::time::Duration::from_micros(50);
-        let deadline = Instant::now() + BUSY_TIMEOUT;
+        // Read the clock only once a wait begins: the usual call never waits.
+        let mut deadline: Option<Instant> = None;
+        let mut timed_out = false;
         loop {
             let mut busy = false;
             let mut tried = 0u64;
@@ -317,7 +330,12 @@ impl Cluster {
                 }
             }
             // Every member able to serve is at its limit: back off and try again.
-            if !busy || last.is_some() || Instant::now() >= deadline {
+            if !busy || last.is_some() {
+                break;
+            }
+            let due = *deadline.get_or_insert_with(|| Instant::now() + BUSY_TIMEOUT);
+            if Instant::now() >= due {
+                timed_out = true;
                 break;
             }
             std::thread::sleep(wait);
@@ -329,7 +347,7 @@ impl Cluster {
                 CKR_DEVICE_ERROR,
                 format!("no healthy instance could serve the call (last: {})", e.msg),
             ),
-            None if Instant::now() >= deadline => Error::new(
+            None if timed_out => Error::new(
                 CKR_FUNCTION_FAILED,
                 "every instance stayed at its concurrency limit (max_in_flight)",
             ),

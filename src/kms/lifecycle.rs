@@ -43,10 +43,15 @@ pub struct KmsState {
 #[derive(Default)]
 struct Fresh(std::sync::atomic::AtomicU64);
 
+/// Milliseconds on the coarse monotonic clock (+1 so that 0 keeps meaning "never"). The
+/// coarse clock reads a value the kernel updates every tick, without the TSC: a few
+/// nanoseconds on the per-call path, and a tick (1–10 ms) is ample for a 500 ms freshness.
 fn millis_since_start() -> u64 {
-    static START: once_cell::sync::Lazy<Instant> = once_cell::sync::Lazy::new(Instant::now);
-    // +1 so that 0 keeps meaning "never".
-    START.elapsed().as_millis() as u64 + 1
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64)
+        .saturating_mul(1000)
+        .saturating_add(t.tv_nsec as u64 / 1_000_000)
+        + 1
 }
 
 impl Fresh {

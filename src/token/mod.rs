@@ -52,7 +52,8 @@ pub struct Token {
     keystore: Arc<KeyStore>,
     /// Looked up on every call: a sharded map, so threads with their own sessions do
     /// not contend on one lock.
-    sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>,
+    /// Handles are ours (not chosen by callers), so a fast non-keyed hash is safe.
+    sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>, rustc_hash::FxBuildHasher>,
     next_session: AtomicU64,
     initialized: std::sync::atomic::AtomicBool,
     login: RwLock<Login>,
@@ -73,7 +74,7 @@ impl Token {
         Ok(Token {
             label: cfg.keystore.label.clone(),
             keystore: Arc::new(KeyStore::open(cfg)?),
-            sessions: DashMap::new(),
+            sessions: DashMap::with_hasher(rustc_hash::FxBuildHasher),
             next_session: AtomicU64::new(1),
             initialized: std::sync::atomic::AtomicBool::new(false),
             login: RwLock::new(Login::Public),

@@ -99,6 +99,16 @@ impl OpAudit {
         session: CK_SESSION_HANDLE,
         result: std::result::Result<(), &Error>,
     ) -> Event {
+        self.event_at(session, result, Instant::now())
+    }
+
+    /// The record of an operation that ended at `end`.
+    pub fn event_at(
+        self,
+        session: CK_SESSION_HANDLE,
+        result: std::result::Result<(), &Error>,
+        end: Instant,
+    ) -> Event {
         Event {
             op: self.op,
             session: Some(session),
@@ -111,7 +121,7 @@ impl OpAudit {
                 Ok(()) => "CKR_OK",
                 Err(e) => rv_name(e.rv),
             },
-            latency_us: Some(self.start.elapsed().as_micros() as u64),
+            latency_us: Some(end.saturating_duration_since(self.start).as_micros() as u64),
             reason: result.err().map(|e| e.msg.to_string()),
             detail: None,
         }
@@ -207,13 +217,21 @@ impl Session {
             Err(e) => (true, Err(e)),
         };
         if done {
-            let audit = self.op.take().and_then(|o| o.audit);
+            // One clock read ends both the member's lease and the audit record's latency.
+            let end = Instant::now();
+            let (audit, lease) = self
+                .op
+                .take()
+                .map_or((None, None), |o| (o.audit, o.lease));
+            if let Some(l) = lease {
+                l.end_at(end);
+            }
             if let Some(a) =
                 audit.filter(|_| self.audit.durability() != crate::audit::Durability::Off)
             {
                 // With `sync` durability an operation whose record cannot be written fails.
                 self.audit
-                    .record(a.event(self.handle, outcome))
+                    .record(a.event_at(self.handle, outcome, end))
                     .map_err(Error::from)?;
             }
         }
@@ -244,7 +262,8 @@ impl Session {
             let OpState::Cipher(c) = &mut op.state else {
                 return Err(wrong_state());
             };
-            let mut out = Vec::with_capacity(c.update_len(input.len()) + 16);
+            // Room for padding or a tag too: one allocation for the whole output.
+            let mut out = Vec::with_capacity(c.update_len(input.len()).max(input.len()) + 32);
             c.update(input, &mut out)?;
             c.finish(&mut out)?;
             op.pending = Some(out);

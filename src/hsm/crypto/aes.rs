@@ -15,7 +15,7 @@ use ::aes::{Aes128, Aes192, Aes256};
 use aes_gcm::aead::consts::{U12, U13, U14, U15, U16};
 use aes_gcm::aead::AeadInPlace;
 use pkcs11_sys::*;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Most a buffering operation (GCM) will hold; more is a length error.
 const MAX_BUFFERED: usize = 1 << 28;
@@ -97,6 +97,10 @@ pub(crate) fn cipher(
     encrypt: bool,
 ) -> Result<Box<dyn CipherOp>> {
     let raw = aes_key(key)?;
+    if let Mechanism::AesGcm { iv, aad, tag_bits } = mech {
+        // GCM expands its own key schedule: no block cipher to build here.
+        return Ok(Box::new(GcmOp::new(raw, iv, aad, *tag_bits, encrypt)?));
+    }
     let block = AesBlock::new(raw)?;
     let mode = match mech {
         Mechanism::AesEcb => BlockMode::Ecb,
@@ -107,9 +111,6 @@ pub(crate) fn cipher(
             counter_bits,
         } => {
             return Ok(Box::new(CtrOp::new(block, *counter_block, *counter_bits)?));
-        }
-        Mechanism::AesGcm { iv, aad, tag_bits } => {
-            return Ok(Box::new(GcmOp::new(raw, iv, aad, *tag_bits, encrypt)?));
         }
         _ => return Err(Error::mech_invalid("not an AES mechanism")),
     };
@@ -343,7 +344,9 @@ impl CipherOp for CtrOp {
 /// GCM: everything is buffered; `finish` outputs ciphertext||tag, or the plaintext
 /// once the tag has been verified.
 struct GcmOp {
-    key: Zeroizing<Vec<u8>>,
+    /// The key, in place rather than on the heap (no allocation per operation).
+    key: Zeroizing<[u8; 32]>,
+    key_len: usize,
     iv: Vec<u8>,
     aad: Vec<u8>,
     tag_len: usize,
@@ -362,8 +365,14 @@ impl GcmOp {
         if iv.is_empty() || iv.len() > 65_536 {
             return Err(Error::mech_param(format!("GCM IV of {} bytes", iv.len())));
         }
+        let mut k = Zeroizing::new([0u8; 32]);
+        let Some(dst) = k.get_mut(..key.len()) else {
+            return Err(Error::new(CKR_KEY_SIZE_RANGE, "AES key size"));
+        };
+        dst.copy_from_slice(key);
         Ok(GcmOp {
-            key: Zeroizing::new(key.to_vec()),
+            key: k,
+            key_len: key.len(),
             iv: iv.to_vec(),
             aad: aad.to_vec(),
             tag_len: (tag_bits / 8) as usize,
@@ -408,13 +417,38 @@ impl CipherOp for GcmOp {
             return Err(finished());
         }
         self.done = true;
-        let mut data = Zeroizing::new(std::mem::take(&mut *self.buf));
+        let key = &self.key[..self.key_len];
         if self.encrypt {
-            let tag = gcm_seal(&self.key, &self.iv, &self.aad, &mut data, self.tag_len)?;
+            if let Ok(nonce) = <[u8; 12]>::try_from(self.iv.as_slice()) {
+                // The usual case: seal in the caller's output, no intermediate buffer.
+                let start = out.len();
+                out.reserve(self.buf.len() + self.tag_len);
+                out.extend_from_slice(&self.buf);
+                self.buf.zeroize();
+                let mut tag = [0u8; 16];
+                let sealed = gcm12_seal_dispatch(
+                    key,
+                    nonce,
+                    &self.aad,
+                    &mut out[start..],
+                    self.tag_len,
+                    &mut tag,
+                );
+                if let Err(e) = sealed {
+                    out[start..].zeroize();
+                    out.truncate(start);
+                    return Err(e);
+                }
+                out.extend_from_slice(&tag[..self.tag_len]);
+                return Ok(());
+            }
+            let mut data = Zeroizing::new(std::mem::take(&mut *self.buf));
+            let tag = gcm_seal(key, &self.iv, &self.aad, &mut data, self.tag_len)?;
             out.reserve(data.len() + tag.len());
             out.extend_from_slice(&data);
             out.extend_from_slice(&tag);
         } else {
+            let mut data = Zeroizing::new(std::mem::take(&mut *self.buf));
             let Some(ct_len) = data.len().checked_sub(self.tag_len) else {
                 return Err(Error::new(
                     CKR_ENCRYPTED_DATA_LEN_RANGE,
@@ -422,7 +456,7 @@ impl CipherOp for GcmOp {
                 ));
             };
             let tag = data.split_off(ct_len);
-            gcm_open(&self.key, &self.iv, &self.aad, &mut data, &tag)?;
+            gcm_open(key, &self.iv, &self.aad, &mut data, &tag)?;
             out.extend_from_slice(&data);
         }
         Ok(())
@@ -442,7 +476,9 @@ pub(crate) fn gcm_seal(
     tag_len: usize,
 ) -> Result<Vec<u8>> {
     if let Ok(nonce) = <[u8; 12]>::try_from(iv) {
-        gcm12_dispatch(key, nonce, aad, data, tag_len, None)
+        let mut tag = [0u8; 16];
+        gcm12_seal_dispatch(key, nonce, aad, data, tag_len, &mut tag)?;
+        Ok(tag[..tag_len].to_vec())
     } else {
         let gcm = Gcm::new(key, iv)?;
         gcm.ctr(data);
@@ -460,7 +496,7 @@ pub(crate) fn gcm_open(
     tag: &[u8],
 ) -> Result<()> {
     if let Ok(nonce) = <[u8; 12]>::try_from(iv) {
-        gcm12_dispatch(key, nonce, aad, data, tag.len(), Some(tag)).map(|_| ())
+        gcm12_open_dispatch(key, nonce, aad, data, tag)
     } else {
         let gcm = Gcm::new(key, iv)?;
         let expect = gcm.tag(aad, data, tag.len());
@@ -476,65 +512,102 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-macro_rules! gcm12_tags {
-    ($aes:ty, $key:expr, $nonce:expr, $aad:expr, $data:expr, $tag_len:expr, $tag:expr) => {
-        match $tag_len {
-            12 => gcm12::<$aes, U12>($key, $nonce, $aad, $data, $tag),
-            13 => gcm12::<$aes, U13>($key, $nonce, $aad, $data, $tag),
-            14 => gcm12::<$aes, U14>($key, $nonce, $aad, $data, $tag),
-            15 => gcm12::<$aes, U15>($key, $nonce, $aad, $data, $tag),
-            16 => gcm12::<$aes, U16>($key, $nonce, $aad, $data, $tag),
+macro_rules! gcm12_open_tags {
+    ($aes:ty, $key:expr, $nonce:expr, $aad:expr, $data:expr, $tag:expr) => {
+        match $tag.len() {
+            12 => gcm12_open::<$aes, U12>($key, $nonce, $aad, $data, $tag),
+            13 => gcm12_open::<$aes, U13>($key, $nonce, $aad, $data, $tag),
+            14 => gcm12_open::<$aes, U14>($key, $nonce, $aad, $data, $tag),
+            15 => gcm12_open::<$aes, U15>($key, $nonce, $aad, $data, $tag),
+            16 => gcm12_open::<$aes, U16>($key, $nonce, $aad, $data, $tag),
             _ => Err(Error::mech_param("GCM tag length")),
         }
     };
 }
 
-fn gcm12_dispatch(
+/// Verify and decrypt `data` in place with a 96-bit nonce.
+fn gcm12_open_dispatch(
     key: &[u8],
     nonce: [u8; 12],
     aad: &[u8],
-    data: &mut Vec<u8>,
-    tag_len: usize,
-    tag: Option<&[u8]>,
-) -> Result<Vec<u8>> {
+    data: &mut [u8],
+    tag: &[u8],
+) -> Result<()> {
     match key.len() {
-        16 => gcm12_tags!(Aes128, key, nonce, aad, data, tag_len, tag),
-        24 => gcm12_tags!(Aes192, key, nonce, aad, data, tag_len, tag),
-        32 => gcm12_tags!(Aes256, key, nonce, aad, data, tag_len, tag),
+        16 => gcm12_open_tags!(Aes128, key, nonce, aad, data, tag),
+        24 => gcm12_open_tags!(Aes192, key, nonce, aad, data, tag),
+        32 => gcm12_open_tags!(Aes256, key, nonce, aad, data, tag),
         _ => Err(Error::new(CKR_KEY_SIZE_RANGE, "AES key size")),
     }
 }
 
-/// The `aes-gcm` crate, 96-bit nonce: seal (`tag == None`, returns the tag) or open.
-fn gcm12<A, T>(
+macro_rules! gcm12_seal_tags {
+    ($aes:ty, $key:expr, $nonce:expr, $aad:expr, $data:expr, $tag_len:expr, $tag:expr) => {
+        match $tag_len {
+            12 => gcm12_seal::<$aes, U12>($key, $nonce, $aad, $data, $tag),
+            13 => gcm12_seal::<$aes, U13>($key, $nonce, $aad, $data, $tag),
+            14 => gcm12_seal::<$aes, U14>($key, $nonce, $aad, $data, $tag),
+            15 => gcm12_seal::<$aes, U15>($key, $nonce, $aad, $data, $tag),
+            16 => gcm12_seal::<$aes, U16>($key, $nonce, $aad, $data, $tag),
+            _ => Err(Error::mech_param("GCM tag length")),
+        }
+    };
+}
+
+/// Seal `data` in place with a 96-bit nonce; the tag goes to the front of `tag`.
+fn gcm12_seal_dispatch(
     key: &[u8],
     nonce: [u8; 12],
     aad: &[u8],
-    data: &mut Vec<u8>,
-    tag: Option<&[u8]>,
-) -> Result<Vec<u8>>
+    data: &mut [u8],
+    tag_len: usize,
+    tag: &mut [u8; 16],
+) -> Result<()> {
+    match key.len() {
+        16 => gcm12_seal_tags!(Aes128, key, nonce, aad, data, tag_len, tag),
+        24 => gcm12_seal_tags!(Aes192, key, nonce, aad, data, tag_len, tag),
+        32 => gcm12_seal_tags!(Aes256, key, nonce, aad, data, tag_len, tag),
+        _ => Err(Error::new(CKR_KEY_SIZE_RANGE, "AES key size")),
+    }
+}
+
+fn gcm12_seal<A, T>(
+    key: &[u8],
+    nonce: [u8; 12],
+    aad: &[u8],
+    data: &mut [u8],
+    tag: &mut [u8; 16],
+) -> Result<()>
 where
     A: BlockCipher + BlockSizeUser<BlockSize = U16> + BlockEncrypt + KeyInit,
     T: aes_gcm::TagSize,
 {
     let c = aes_gcm::AesGcm::<A, U12, T>::new_from_slice(key)
         .map_err(|_| Error::new(CKR_KEY_SIZE_RANGE, "AES key size"))?;
-    let nonce = GenericArray::from(nonce);
-    match tag {
-        None => {
-            let t = c
-                .encrypt_in_place_detached(&nonce, aad, data.as_mut_slice())
-                .map_err(|_| Error::new(CKR_DATA_LEN_RANGE, "GCM input too long"))?;
-            Ok(t.to_vec())
-        }
-        Some(t) => {
-            let t = GenericArray::<u8, T>::from_exact_iter(t.iter().copied())
-                .ok_or_else(tag_mismatch)?;
-            c.decrypt_in_place_detached(&nonce, aad, data.as_mut_slice(), &t)
-                .map_err(|_| tag_mismatch())?;
-            Ok(Vec::new())
-        }
-    }
+    let t = c
+        .encrypt_in_place_detached(&GenericArray::from(nonce), aad, data)
+        .map_err(|_| Error::new(CKR_DATA_LEN_RANGE, "GCM input too long"))?;
+    tag[..t.len()].copy_from_slice(&t);
+    Ok(())
+}
+
+/// The `aes-gcm` crate, 96-bit nonce: open (`data` is left as it was on a mismatch).
+fn gcm12_open<A, T>(
+    key: &[u8],
+    nonce: [u8; 12],
+    aad: &[u8],
+    data: &mut [u8],
+    tag: &[u8],
+) -> Result<()>
+where
+    A: BlockCipher + BlockSizeUser<BlockSize = U16> + BlockEncrypt + KeyInit,
+    T: aes_gcm::TagSize,
+{
+    let c = aes_gcm::AesGcm::<A, U12, T>::new_from_slice(key)
+        .map_err(|_| Error::new(CKR_KEY_SIZE_RANGE, "AES key size"))?;
+    let t = GenericArray::<u8, T>::from_exact_iter(tag.iter().copied()).ok_or_else(tag_mismatch)?;
+    c.decrypt_in_place_detached(&GenericArray::from(nonce), aad, data, &t)
+        .map_err(|_| tag_mismatch())
 }
 
 /// GCM per SP 800-38D for IVs other than 96 bits.
