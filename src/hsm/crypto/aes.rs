@@ -472,7 +472,7 @@ pub(crate) fn gcm_seal(
     key: &[u8],
     iv: &[u8],
     aad: &[u8],
-    data: &mut Vec<u8>,
+    data: &mut [u8],
     tag_len: usize,
 ) -> Result<Vec<u8>> {
     if let Ok(nonce) = <[u8; 12]>::try_from(iv) {
@@ -492,7 +492,7 @@ pub(crate) fn gcm_open(
     key: &[u8],
     iv: &[u8],
     aad: &[u8],
-    data: &mut Vec<u8>,
+    data: &mut [u8],
     tag: &[u8],
 ) -> Result<()> {
     if let Ok(nonce) = <[u8; 12]>::try_from(iv) {
