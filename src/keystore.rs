@@ -325,7 +325,7 @@ impl KeyStore {
                 "CKR_DEVICE_ERROR"
             },
         );
-        e.instance = Some(target.name.clone());
+        e.instance = Some(target.name.into());
         e.detail = serde_json::to_value(&report).ok();
         e.reason = report.error.clone();
         if let Err(err) = self.audit.record(e) {

@@ -23,4 +23,5 @@ pub mod hsm;
 pub mod keystore;
 pub mod kms;
 pub mod provider;
+pub mod read_mostly;
 pub mod token;

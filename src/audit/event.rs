@@ -97,7 +97,7 @@ pub struct Event {
     pub key_id: Option<std::sync::Arc<str>>,
     pub key_version: Option<u32>,
     /// The HSM instance that served the operation.
-    pub instance: Option<std::sync::Arc<str>>,
+    pub instance: Option<std::borrow::Cow<'static, str>>,
     /// "CKR_OK", "CKR_PIN_INCORRECT", ...
     pub result: &'static str,
     pub latency_us: Option<u64>,

@@ -31,8 +31,9 @@ pub struct Stats {
 
 pub struct Member {
     pub id: String,
-    /// The id, shared cheaply with audit records.
-    pub name: Arc<str>,
+    /// The id, for audit records: interned, so a record takes it without touching a
+    /// reference count that every thread's calls share.
+    pub name: &'static str,
     audit: Arc<crate::audit::AuditLog>,
     pub kind: &'static str,
     pub path: std::path::PathBuf,
@@ -84,7 +85,7 @@ impl Member {
         let was = self.healthy.swap(healthy, Ordering::Relaxed);
         if was != healthy {
             let mut e = crate::audit::Event::new(crate::audit::ops::INSTANCE_HEALTH, "CKR_OK");
-            e.instance = Some(self.name.clone());
+            e.instance = Some(self.name.into());
             e.reason = Some(format!(
                 "{}: {why}",
                 if healthy { "healthy" } else { "unhealthy" }
@@ -137,6 +138,20 @@ impl Member {
     }
 }
 
+/// The one `'static` copy of an instance id. Ids come from the configuration, so the set
+/// stays as small as the number of distinct ids this process has been configured with.
+fn intern(id: &str) -> &'static str {
+    static IDS: once_cell::sync::Lazy<parking_lot::Mutex<std::collections::HashSet<&'static str>>> =
+        once_cell::sync::Lazy::new(Default::default);
+    let mut ids = IDS.lock();
+    if let Some(s) = ids.get(id) {
+        return s;
+    }
+    let s: &'static str = Box::leak(id.to_owned().into_boxed_str());
+    ids.insert(s);
+    s
+}
+
 /// Open an instance of the kind its configuration names.
 fn open(h: &HsmConfig, path: &std::path::Path) -> Result<AnyInstance> {
     Ok(match h.kind {
@@ -160,8 +175,8 @@ impl Lease {
         &self.member.id
     }
 
-    pub fn member_name(&self) -> Arc<str> {
-        self.member.name.clone()
+    pub fn member_name(&self) -> &'static str {
+        self.member.name
     }
 
     /// Ends the lease, the call having ended at `end`.
@@ -219,7 +234,7 @@ impl Cluster {
                 };
                 Arc::new(Member {
                     id: h.id.clone(),
-                    name: Arc::from(h.id.as_str()),
+                    name: intern(&h.id),
                     audit: audit.clone(),
                     kind: match h.kind {
                         HsmKind::Embedded => "embedded",
@@ -356,9 +371,9 @@ impl Cluster {
     }
 
     /// The instance that served this thread's last call through `run`, once.
-    pub fn take_last_served(&self) -> Option<Arc<str>> {
+    pub fn take_last_served(&self) -> Option<&'static str> {
         let i = LAST_SERVED.with(|l| l.take())?;
-        self.members.get(i).map(|m| m.name.clone())
+        self.members.get(i).map(|m| m.name)
     }
 
     /// Run `f` on every healthy member; returns how many succeeded. Device failures mark

@@ -56,8 +56,12 @@ pub struct Token {
     sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>, rustc_hash::FxBuildHasher>,
     next_session: AtomicU64,
     initialized: std::sync::atomic::AtomicBool,
+    /// Held while the login state changes (a PIN check takes time).
     login: RwLock<Login>,
-    objects: RwLock<ObjectTable>,
+    /// The login state for readers: a plain load on the per-call path.
+    login_now: std::sync::atomic::AtomicU8,
+    /// Read on every call, by every thread: sharded so that readers share no lock word.
+    objects: crate::read_mostly::ReadMostly<ObjectTable>,
     /// `PRAGMA data_version` when token objects were last loaded; `None`: reload.
     seen_version: Mutex<Option<i64>>,
 }
@@ -78,7 +82,8 @@ impl Token {
             next_session: AtomicU64::new(1),
             initialized: std::sync::atomic::AtomicBool::new(false),
             login: RwLock::new(Login::Public),
-            objects: RwLock::new(ObjectTable::default()),
+            login_now: std::sync::atomic::AtomicU8::new(Login::Public as u8),
+            objects: crate::read_mostly::ReadMostly::new(ObjectTable::default()),
             seen_version: Mutex::new(None),
         })
     }
@@ -88,7 +93,18 @@ impl Token {
     }
 
     pub fn login_state(&self) -> Login {
-        *self.login.read()
+        match self.login_now.load(std::sync::atomic::Ordering::Acquire) {
+            x if x == Login::User as u8 => Login::User,
+            x if x == Login::So as u8 => Login::So,
+            _ => Login::Public,
+        }
+    }
+
+    /// Changes the login state; the caller holds `login` for writing.
+    fn set_login(&self, held: &mut Login, to: Login) -> Login {
+        self.login_now
+            .store(to as u8, std::sync::atomic::Ordering::Release);
+        std::mem::replace(held, to)
     }
 
     // ---- token information ------------------------------------------------------
@@ -346,7 +362,7 @@ impl Token {
         let reason = Some(format!("{who:?}").to_lowercase());
         match result {
             Ok(()) => {
-                *login = who;
+                self.set_login(&mut login, who);
                 drop(login);
                 // Private objects become visible: reload with fresh handles.
                 *self.seen_version.lock() = None;
@@ -381,7 +397,7 @@ impl Token {
     /// Log out: private session objects are destroyed, handles to private objects become
     /// invalid, and operations that used private keys end.
     fn end_login(&self) {
-        let was = std::mem::replace(&mut *self.login.write(), Login::Public);
+        let was = self.set_login(&mut self.login.write(), Login::Public);
         if was == Login::Public {
             return;
         }
@@ -481,7 +497,9 @@ impl Token {
                 table.insert(obj);
             }
         }
-        table.prune_token_objects(newer_than, |o| present.contains(&o.uid));
+        if prune {
+            table.prune_token_objects(newer_than, |o| present.contains(&o.uid));
+        }
         *seen = Some(version);
         Ok(())
     }

@@ -88,7 +88,7 @@ pub struct OpAudit {
     pub mechanism: &'static str,
     pub key_id: Option<Arc<str>>,
     pub version: Option<u32>,
-    pub instance: Option<Arc<str>>,
+    pub instance: Option<&'static str>,
     pub user: &'static str,
     pub start: Instant,
 }
@@ -116,7 +116,7 @@ impl OpAudit {
             mechanism: Some(self.mechanism.into()),
             key_id: self.key_id,
             key_version: self.version,
-            instance: self.instance,
+            instance: self.instance.map(std::borrow::Cow::Borrowed),
             result: match result {
                 Ok(()) => "CKR_OK",
                 Err(e) => rv_name(e.rv),

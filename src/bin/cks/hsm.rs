@@ -333,7 +333,7 @@ fn record_membership(op: &'static str, id: &str, what: String) -> Result<(), Str
     let cfg = Config::load().map_err(|e| e.to_string())?;
     let ks = KeyStore::open(&cfg).map_err(|e| e.to_string())?;
     let mut e = cks_pkcs11::audit::Event::new(op, "CKR_OK");
-    e.instance = Some(std::sync::Arc::from(id));
+    e.instance = Some(id.to_string().into());
     e.reason = Some(what);
     ks.audit.record(e).map_err(|e| {
         format!("the configuration changed, but its audit record could not be written: {e}")
