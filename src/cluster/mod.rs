@@ -275,18 +275,41 @@ impl Cluster {
     }
 
     /// The member the balancing policy prefers among the healthy ones not yet `tried`
-    /// (a bit per member). No allocation and, for least-outstanding, no shared write:
-    /// ties rotate by a per-thread counter.
+    /// (a bit per member). No allocation and, for least-outstanding, no shared write.
+    ///
+    /// Least-outstanding first offers each thread its current member: if nothing is in
+    /// flight there, no member can have fewer, and the choice is made without reading the
+    /// others' counters. Threads thus settle on different members and share no counter,
+    /// lock or key cache from call to call (on two cores that alone is worth ~10%). Every
+    /// `STAY` calls the thread moves on to the next member, so that one thread's calls
+    /// still reach every member; ties in the full scan rotate the same way.
     fn pick(&self, tried: u64) -> Option<(usize, &Arc<Member>)> {
-        thread_local!(static TURN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+        const STAY: usize = 64;
+        static THREADS: AtomicU64 = AtomicU64::new(0);
+        thread_local!(static TURN: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) });
         let n = self.members.len();
         let start = match self.balance {
             Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
-            Balance::LeastOutstanding => TURN.with(|t| {
-                let v = t.get().wrapping_add(1);
-                t.set(v);
-                v
-            }),
+            Balance::LeastOutstanding => {
+                let turn = TURN.with(|t| {
+                    // Each thread starts on another member.
+                    let v = t.get().map_or_else(
+                        || THREADS.fetch_add(1, Ordering::Relaxed) as usize * STAY,
+                        |v| v.wrapping_add(1),
+                    );
+                    t.set(Some(v));
+                    v
+                });
+                let mine = (turn / STAY) % n;
+                let m = &self.members[mine];
+                if tried & (1 << mine) == 0
+                    && m.is_healthy()
+                    && m.stats.in_flight.load(Ordering::Relaxed) == 0
+                {
+                    return Some((mine, m));
+                }
+                mine
+            }
         };
         let mut best: Option<(usize, u64)> = None;
         for k in 0..n {
