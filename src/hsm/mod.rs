@@ -71,9 +71,43 @@ pub trait Instance: Send + Sync {
     /// Changes whenever the stored objects change.
     fn data_version(&self) -> Result<i64>;
     fn load_objects(&self) -> Result<Vec<StoredObject>>;
+    /// Each stored object's attributes, without its material (what the token lists).
+    fn load_attrs(&self) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        Ok(self
+            .load_objects()?
+            .into_iter()
+            .map(|o| (o.uid, o.attrs))
+            .collect())
+    }
+    /// The attributes of those of the objects `uids` that this instance holds.
+    fn load_attrs_of(&self, uids: &[Uuid]) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        let want: std::collections::HashSet<&Uuid> = uids.iter().collect();
+        Ok(self
+            .load_attrs()?
+            .into_iter()
+            .filter(|(u, _)| want.contains(u))
+            .collect())
+    }
     /// Keep a CMK record unless one of the same or a higher generation is there.
     fn put_cmk(&self, id: Uuid, generation: u64, meta: &[u8]) -> Result<bool>;
     fn load_cmks(&self) -> Result<Vec<(Uuid, u64, Vec<u8>)>>;
+    /// The id and generation of every CMK record, without the records.
+    fn cmk_generations(&self) -> Result<Vec<(Uuid, u64)>> {
+        Ok(self
+            .load_cmks()?
+            .into_iter()
+            .map(|(id, g, _)| (id, g))
+            .collect())
+    }
+    /// The records of those of the CMKs `ids` that this instance holds.
+    fn load_cmks_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, u64, Vec<u8>)>> {
+        let want: std::collections::HashSet<&Uuid> = ids.iter().collect();
+        Ok(self
+            .load_cmks()?
+            .into_iter()
+            .filter(|(id, _, _)| want.contains(id))
+            .collect())
+    }
     fn delete_cmk(&self, id: Uuid) -> Result<()>;
     fn has_object(&self, uid: Uuid) -> Result<bool>;
     /// How many customer master keys (secret and private keys) the instance holds.

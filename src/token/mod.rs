@@ -443,42 +443,64 @@ impl Token {
             return Ok(());
         }
         // Objects this process adds from now on are newer than what is read below:
-        // they stay even though the read may not show them.
-        let newer_than = self.objects.read().last_handle();
-        let stored = self.keystore.cluster.load_objects()?;
+        // they stay even though the read may not show them. (An empty table has
+        // nothing to prune: the first load after login skips that bookkeeping.)
+        let (newer_than, prune) = {
+            let t = self.objects.read();
+            (t.last_handle(), !t.is_empty())
+        };
+        let stored = self.keystore.load_token_objects()?;
         // Key records as new as the objects just read (re-read only if the store
         // changed since they were last read: with many keys that costs).
         self.keystore.refresh_cmks_if_changed()?;
         let show_private = self.login_state() == Login::User;
-        let mut present = std::collections::HashSet::with_capacity(stored.len());
-        let mut decoded = Vec::with_capacity(stored.len());
+        let mut present: std::collections::HashSet<Uuid, rustc_hash::FxBuildHasher> =
+            Default::default();
+        if prune {
+            present.reserve(stored.len());
+        }
+        let mut objects = Vec::with_capacity(stored.len());
+        let mut unreadable = Vec::new();
+        for (uid, bytes) in stored {
+            match Attributes::decode(&bytes) {
+                Ok(a) => objects.push((uid, a)),
+                Err(e) => {
+                    tracing::warn!(%uid, "unreadable object, trying the other members: {e}");
+                    unreadable.push(uid);
+                }
+            }
+        }
+        if !unreadable.is_empty() {
+            // One damaged copy does not hide an object the other members hold intact.
+            objects.extend(self.keystore.readable_objects(&unreadable));
+        }
+        let mut decoded = Vec::with_capacity(objects.len());
         {
             let table = self.objects.read();
             self.keystore.with_cmks(|reg| {
-                for so in stored {
-                    let attrs = match Attributes::decode(&so.attrs) {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::error!(uid = %so.uid, "skipping unreadable object: {e}");
-                            continue;
-                        }
-                    };
+                for (uid, attrs) in objects {
                     if attrs.flag(CKA_PRIVATE) && !show_private {
                         continue;
                     }
-                    present.insert(so.uid);
+                    if prune {
+                        present.insert(uid);
+                    }
                     // A key whose creation did not finish (its key record was never
                     // written, e.g. the creating process was killed) is not shown; it
                     // is removed later. Keys this process is creating right now are
                     // already in the table.
-                    let had = table.by_uid(&so.uid).cloned();
-                    if crate::keystore::is_key_object(&attrs)
-                        && had.is_none()
-                        && reg.for_object(so.uid).is_none()
-                    {
-                        continue;
+                    let had = table.by_uid(&uid).cloned();
+                    match &had {
+                        // Unchanged since the last load: nothing to do.
+                        Some(o) if o.is_token() && o.attrs == attrs => continue,
+                        None if crate::keystore::is_key_object(&attrs)
+                            && reg.for_object(uid).is_none() =>
+                        {
+                            continue
+                        }
+                        _ => {}
                     }
-                    decoded.push((Object::new(so.uid, attrs, None), had));
+                    decoded.push((Object::new(uid, attrs, None), had));
                 }
             })?;
         }

@@ -201,6 +201,26 @@ impl Instance for EmbeddedInstance {
         self.store.load_objects()
     }
 
+    fn load_attrs(&self) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        self.check_fault()?;
+        self.store.load_attrs()
+    }
+
+    fn load_attrs_of(&self, uids: &[Uuid]) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        self.check_fault()?;
+        self.store.load_attrs_of(uids)
+    }
+
+    fn cmk_generations(&self) -> Result<Vec<(Uuid, u64)>> {
+        self.check_fault()?;
+        self.store.cmk_generations()
+    }
+
+    fn load_cmks_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, u64, Vec<u8>)>> {
+        self.check_fault()?;
+        self.store.load_cmks_of(ids)
+    }
+
     fn put_cmk(&self, id: Uuid, generation: u64, meta: &[u8]) -> Result<bool> {
         self.check_fault()?;
         self.store.put_cmk(id, generation, meta)

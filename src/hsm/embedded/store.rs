@@ -300,6 +300,39 @@ impl Store {
         Ok(out)
     }
 
+    /// Every object's id and attributes, without the material.
+    pub fn load_attrs(&self) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached("SELECT uid, attrs FROM objects")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (uid, attrs) = row?;
+            let uid = Uuid::from_slice(&uid)
+                .map_err(|_| Error::device("corrupt object id in instance store"))?;
+            out.push((uid, attrs));
+        }
+        Ok(out)
+    }
+
+    /// The attributes of those of `uids` that are here.
+    pub fn load_attrs_of(&self, uids: &[Uuid]) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached("SELECT attrs FROM objects WHERE uid = ?1")?;
+        let mut out = Vec::new();
+        for uid in uids {
+            if let Some(attrs) = stmt
+                .query_row([uid.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))
+                .optional()?
+            {
+                out.push((*uid, attrs));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn insert_object(&self, obj: &StoredObject) -> Result<()> {
         let conn = self.conn.lock();
         conn.execute(
@@ -351,6 +384,38 @@ impl Store {
             let (id, g, m) = row?;
             let id = Uuid::from_slice(&id).map_err(|_| Error::device("corrupt key id"))?;
             out.push((id, g as u64, m));
+        }
+        Ok(out)
+    }
+
+    /// Every CMK record's id and generation, without the record.
+    pub fn cmk_generations(&self) -> Result<Vec<(Uuid, u64)>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached("SELECT id, generation FROM cmks")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, g) = row?;
+            let id = Uuid::from_slice(&id).map_err(|_| Error::device("corrupt key id"))?;
+            out.push((id, g as u64));
+        }
+        Ok(out)
+    }
+
+    /// The records of those of the CMKs `ids` that are here.
+    pub fn load_cmks_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, u64, Vec<u8>)>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached("SELECT generation, meta FROM cmks WHERE id = ?1")?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some((g, m)) = stmt
+                .query_row([id.as_bytes().as_slice()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()?
+            {
+                out.push((*id, g as u64, m));
+            }
         }
         Ok(out)
     }
