@@ -132,19 +132,98 @@ impl KeyStore {
             self.kms.checked_fresh.touch();
             return Ok(());
         }
-        let mut records = Vec::new();
-        for (_, _, meta) in self.cluster.load_cmks()? {
-            match Cmk::decode(&meta) {
-                Ok(c) => records.push(c),
-                Err(e) => tracing::error!("skipping unreadable key metadata: {e}"),
-            }
-        }
         self.kms
             .registry
-            .store(std::sync::Arc::new(Registry::from_records(records)));
+            .store(std::sync::Arc::new(self.load_registry()?));
         *checked = Some((Instant::now(), version));
         self.kms.checked_fresh.touch();
         Ok(())
+    }
+
+    /// The key records of the healthy members, each decoded once: for every key the
+    /// highest generation any member holds.
+    ///
+    /// The first healthy member's records are read in full; of the others only each
+    /// record's id and generation, and the few records that are newer there (or only
+    /// there) are fetched. A record that does not decode gives way to another member's
+    /// copy: one damaged copy must not hide a key (its objects would then look like the
+    /// remains of an interrupted creation).
+    fn load_registry(&self) -> Result<Registry> {
+        use rustc_hash::FxHashMap;
+        let mut sources = Vec::new();
+        for m in self.cluster.members().iter().filter(|m| m.is_healthy()) {
+            match m.instance() {
+                Ok(i) => sources.push((m, i)),
+                Err(e) => m.set_healthy(false, &e.msg),
+            }
+        }
+        let mut records: Vec<(Uuid, u64, Vec<u8>)> = Vec::new();
+        let mut at: FxHashMap<Uuid, usize> = FxHashMap::default();
+        let mut read_any = false;
+        for (m, i) in &sources {
+            let r = if !read_any {
+                i.load_cmks().map(|all| {
+                    records = all;
+                    at.reserve(records.len());
+                    at.extend(records.iter().enumerate().map(|(n, r)| (r.0, n)));
+                    read_any = true;
+                })
+            } else {
+                i.cmk_generations().and_then(|gens| {
+                    let newer: Vec<Uuid> = gens
+                        .into_iter()
+                        .filter(|(id, g)| at.get(id).is_none_or(|&n| records[n].1 < *g))
+                        .map(|(id, _)| id)
+                        .collect();
+                    if newer.is_empty() {
+                        return Ok(());
+                    }
+                    for (id, g, meta) in i.load_cmks_of(&newer)? {
+                        match at.get(&id) {
+                            Some(&n) if records[n].1 >= g => {}
+                            Some(&n) => records[n] = (id, g, meta),
+                            None => {
+                                at.insert(id, records.len());
+                                records.push((id, g, meta));
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            };
+            if let Err(e) = r {
+                m.set_healthy(false, &e.msg);
+            }
+        }
+        if !read_any {
+            return Err(Error::device("no healthy HSM instance"));
+        }
+        drop(at);
+        let mut cmks = Vec::with_capacity(records.len());
+        let mut damaged = Vec::new();
+        for (id, g, meta) in records {
+            match Cmk::decode(&meta) {
+                Ok(c) => cmks.push(c),
+                Err(e) => {
+                    tracing::error!(key = %id, generation = g, "unreadable key metadata, trying the other members: {e}");
+                    damaged.push(id);
+                }
+            }
+        }
+        if !damaged.is_empty() {
+            let mut good: FxHashMap<Uuid, Cmk> = FxHashMap::default();
+            for (_, i) in &sources {
+                for (_, _, meta) in i.load_cmks_of(&damaged).unwrap_or_default() {
+                    if let Ok(c) = Cmk::decode(&meta) {
+                        if good.get(&c.id).is_none_or(|b| b.generation < c.generation) {
+                            good.insert(c.id, c);
+                        }
+                    }
+                }
+            }
+            cmks.extend(good.into_values());
+        }
+        Ok(Registry::from_records(cmks))
     }
 
     pub fn with_cmks<T>(&self, f: impl FnOnce(&Registry) -> T) -> Result<T> {
