@@ -7,8 +7,8 @@
 
 use super::attribute::Attributes;
 use pkcs11_sys::*;
+use rustc_hash::FxBuildHasher;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -58,6 +58,11 @@ enum Bucket {
     Few(Vec<CK_OBJECT_HANDLE>),
     Many(HashSet<CK_OBJECT_HANDLE>),
 }
+
+/// Maps keyed by handles, uids and value hashes (none chosen by a caller: handles are
+/// ours, uids random, value hashes keyed): a fast hash, no SipHash per look-up.
+type HashMap<K, V> = std::collections::HashMap<K, V, FxBuildHasher>;
+type HashSet<K> = std::collections::HashSet<K, FxBuildHasher>;
 
 /// Beyond this many handles a bucket is a set.
 const FEW: usize = 16;
@@ -241,6 +246,9 @@ impl ObjectTable {
     }
 
     /// Remove every object that `pred` selects; returns what was removed.
+    ///
+    /// When most objects go (a logout with 100,000 private keys), the table is rebuilt
+    /// from those that stay rather than taken apart one entry at a time.
     pub fn remove_where(&mut self, pred: impl Fn(&Object) -> bool) -> Vec<Arc<Object>> {
         let doomed: Vec<CK_OBJECT_HANDLE> = self
             .by_handle
@@ -248,7 +256,23 @@ impl ObjectTable {
             .filter(|(_, o)| pred(o))
             .map(|(h, _)| *h)
             .collect();
-        doomed.into_iter().filter_map(|h| self.remove(h)).collect()
+        if doomed.len() <= self.by_handle.len() / 2 {
+            return doomed.into_iter().filter_map(|h| self.remove(h)).collect();
+        }
+        let all = std::mem::take(&mut self.by_handle);
+        self.by_uid = HashMap::default();
+        self.by_value = Default::default();
+        let mut removed = Vec::with_capacity(doomed.len());
+        for (h, o) in all {
+            if pred(&o) {
+                removed.push(o);
+            } else {
+                self.by_uid.insert(o.uid, h);
+                self.index(h, &o.attrs);
+                self.by_handle.insert(h, o);
+            }
+        }
+        removed
     }
 
     /// Remove the token objects with handles up to `upto` that `keep` does not keep
@@ -278,6 +302,9 @@ impl ObjectTable {
     pub fn reserve(&mut self, n: usize) {
         self.by_handle.reserve(n);
         self.by_uid.reserve(n);
+        for i in &mut self.by_value {
+            i.map.reserve(n);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -411,6 +438,24 @@ mod tests {
             t.remove(*h);
         }
         t.remove_where(|o| o.attrs.get(CKA_LABEL) == Some(b"k1".as_slice()));
+        check(&t);
+        // Most objects at once (a logout): the table is rebuilt from the rest.
+        let before = t.len();
+        let kept: Vec<_> = t
+            .iter()
+            .filter(|(_, o)| o.attrs.get(CKA_ID) == Some([0u8].as_slice()))
+            .map(|(h, o)| (*h, o.uid))
+            .collect();
+        let gone = t.remove_where(|o| o.attrs.get(CKA_ID) != Some([0u8].as_slice()));
+        assert!(gone.len() > before / 2 && !kept.is_empty());
+        assert_eq!(t.len(), kept.len());
+        for (h, uid) in &kept {
+            assert_eq!(t.handle_of(uid), Some(*h));
+            assert_eq!(t.get(*h).map(|o| o.uid), Some(*uid));
+        }
+        check(&t);
+        let newest = t.last_handle();
+        assert!(t.insert(obj(CKO_DATA, "k0", &[0], false)) > newest);
         check(&t);
         assert!(t
             .by_value
