@@ -581,7 +581,7 @@ impl KeyStore {
             for (ids, i) in &lists {
                 let unnamed: Vec<Uuid> = ids
                     .iter()
-                    .filter(|u| reg.for_object(**u).is_none() && !seen.contains(*u))
+                    .filter(|u| !reg.names_object(**u) && !seen.contains(*u))
                     .copied()
                     .collect();
                 if unnamed.is_empty() {

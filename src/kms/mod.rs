@@ -318,6 +318,11 @@ impl Registry {
         Some((self.cmks.get(id)?, *v))
     }
 
+    /// Does a key record name this object? (One look-up: `for_object` without the key.)
+    pub fn names_object(&self, object: Uuid) -> bool {
+        self.by_object.get(&object).is_some()
+    }
+
     /// A key named by id, ARN or alias.
     pub fn resolve(&self, name: &str) -> Option<&Cmk> {
         let id_part = name.rsplit_once("key/").map(|(_, id)| id).unwrap_or(name);

@@ -494,7 +494,7 @@ impl Token {
                         // Unchanged since the last load: nothing to do.
                         Some(o) if o.is_token() && o.attrs == attrs => continue,
                         None if crate::keystore::is_key_object(&attrs)
-                            && reg.for_object(uid).is_none() =>
+                            && !reg.names_object(uid) =>
                         {
                             continue
                         }

@@ -259,12 +259,14 @@ impl ObjectTable {
         if doomed.len() <= self.by_handle.len() / 2 {
             return doomed.into_iter().filter_map(|h| self.remove(h)).collect();
         }
+        // `pred` once per object: it reads the objects, in memory that is cold by now.
+        let doomed: HashSet<CK_OBJECT_HANDLE> = doomed.into_iter().collect();
         let all = std::mem::take(&mut self.by_handle);
         self.by_uid = HashMap::default();
         self.by_value = Default::default();
         let mut removed = Vec::with_capacity(doomed.len());
         for (h, o) in all {
-            if pred(&o) {
+            if doomed.contains(&h) {
                 removed.push(o);
             } else {
                 self.by_uid.insert(o.uid, h);
