@@ -180,3 +180,68 @@ fn keys_missing_or_damaged_on_the_first_member_still_show() {
         Ok(other) => panic!("unknown step {other}"),
     }
 }
+
+/// A process's key records follow what other processes change (state, new keys, purged
+/// keys) while it re-reads only the records whose generation changed; a damaged newer
+/// copy on one member leaves the key as the other members hold it.
+#[test]
+fn key_records_follow_changes_made_elsewhere() {
+    let dir = common::tempdir();
+    let cfg = Config::from_file(&config(&dir)).unwrap();
+    let writer = KeyStore::open(&cfg).unwrap();
+    writer.init_token(common::SO_PIN.as_bytes(), "d").unwrap();
+    let reader = KeyStore::open(&cfg).unwrap();
+    let register = |n: usize| {
+        let id = Uuid::new_v4();
+        writer
+            .register_cmk(
+                id,
+                id,
+                None,
+                "AES_256".into(),
+                "ENCRYPT_DECRYPT".into(),
+                Some(format!("alias/k{n}")),
+                String::new(),
+            )
+            .unwrap()
+            .id
+    };
+    let ids: Vec<Uuid> = (0..20).map(register).collect();
+    let count = |ks: &KeyStore| {
+        ks.refresh_cmks_if_changed().unwrap();
+        ks.with_cmks(|r| r.len()).unwrap()
+    };
+    assert_eq!(count(&reader), 20);
+
+    writer.disable(&ids[3].to_string()).unwrap();
+    let added = register(20);
+    writer.purge(&ids[5].to_string()).unwrap();
+    writer
+        .set_alias(&ids[7].to_string(), "alias/moved")
+        .unwrap();
+    assert_eq!(count(&reader), 20);
+    let state = |id: Uuid| reader.resolve(&id.to_string()).map(|c| c.state);
+    assert_eq!(state(ids[3]).unwrap(), cks_pkcs11::kms::KeyState::Disabled);
+    assert_eq!(state(ids[4]).unwrap(), cks_pkcs11::kms::KeyState::Enabled);
+    assert!(state(added).is_ok());
+    assert!(state(ids[5]).is_err(), "a purged key is still known");
+    assert_eq!(reader.resolve("alias/moved").unwrap().id, ids[7]);
+    assert_eq!(reader.resolve("alias/k7").unwrap().id, ids[7]);
+
+    // A damaged record of a higher generation on the first member.
+    let a = member_a(&dir);
+    assert!(a.put_cmk(ids[8], 99, b"garbage").unwrap());
+    drop(a);
+    writer.disable(&ids[9].to_string()).unwrap();
+    assert_eq!(count(&reader), 20);
+    assert_eq!(state(ids[8]).unwrap(), cks_pkcs11::kms::KeyState::Enabled);
+    assert_eq!(state(ids[9]).unwrap(), cks_pkcs11::kms::KeyState::Disabled);
+    // A process that starts now reads every record and comes to the same view.
+    let fresh = KeyStore::open(&cfg).unwrap();
+    assert_eq!(count(&fresh), 20);
+    assert_eq!(
+        fresh.resolve(&ids[8].to_string()).unwrap().state,
+        cks_pkcs11::kms::KeyState::Enabled
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,12 +6,16 @@
 
 use super::{check_alias, now, Cmk, KeyState, Registry, Version};
 use crate::audit::ops;
+use crate::cluster::Member;
 use crate::error::{Error, Result};
+use crate::hsm::AnyInstance;
 use crate::keystore::KeyStore;
 use crate::token::attribute::Attributes;
 use parking_lot::Mutex;
 use pkcs11_sys::*;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -143,13 +147,84 @@ impl KeyStore {
     /// The key records of the healthy members, each decoded once: for every key the
     /// highest generation any member holds.
     ///
-    /// The first healthy member's records are read in full; of the others only each
-    /// record's id and generation, and the few records that are newer there (or only
-    /// there) are fetched. A record that does not decode gives way to another member's
-    /// copy: one damaged copy must not hide a key (its objects would then look like the
-    /// remains of an interrupted creation).
+    /// With records in memory already, only each member's list of (id, generation) is
+    /// read, and only the records that changed are fetched and decoded: a change by
+    /// another process costs every process a few lists, not all records again.
     fn load_registry(&self) -> Result<Registry> {
-        use rustc_hash::FxHashMap;
+        let base = self.kms.registry.load_full();
+        if base.is_empty() {
+            return self.load_registry_in_full();
+        }
+        let sources = self.record_sources();
+        // For every key, the highest generation and the first member that holds it.
+        let mut best: FxHashMap<Uuid, (u64, usize)> = FxHashMap::default();
+        let mut read_any = false;
+        for (n, (m, i)) in sources.iter().enumerate() {
+            match i.cmk_generations() {
+                Ok(gens) => {
+                    read_any = true;
+                    best.reserve(gens.len());
+                    for (id, g) in gens {
+                        if best.get(&id).is_none_or(|(b, _)| *b < g) {
+                            best.insert(id, (g, n));
+                        }
+                    }
+                }
+                Err(e) => m.set_healthy(false, &e.msg),
+            }
+        }
+        if !read_any {
+            return Err(Error::device("no healthy HSM instance"));
+        }
+        let mut changed: Vec<Vec<Uuid>> = vec![Vec::new(); sources.len()];
+        let mut n_changed = 0;
+        for (id, (g, n)) in &best {
+            if base.get(*id).map(|c| c.generation) != Some(*g) {
+                changed[*n].push(*id);
+                n_changed += 1;
+            }
+        }
+        if n_changed > best.len() / 4 {
+            // Mostly new: reading everything is cheaper than one look-up per record.
+            return self.load_registry_in_full();
+        }
+        let mut next = Registry::clone(&base);
+        let gone: Vec<Uuid> = base
+            .cmks()
+            .map(|c| c.id)
+            .filter(|id| !best.contains_key(id))
+            .collect();
+        for id in gone {
+            next.remove(id);
+        }
+        let mut damaged = Vec::new();
+        for (ids, (m, i)) in changed.iter().zip(&sources) {
+            if ids.is_empty() {
+                continue;
+            }
+            match i.load_cmks_of(ids) {
+                Ok(records) => {
+                    for (id, g, meta) in records {
+                        match Cmk::decode(&meta) {
+                            Ok(c) => next.insert(c),
+                            Err(e) => {
+                                tracing::error!(key = %id, generation = g, "unreadable key metadata, trying the other members: {e}");
+                                damaged.push(id);
+                            }
+                        }
+                    }
+                }
+                Err(e) => m.set_healthy(false, &e.msg),
+            }
+        }
+        for c in readable_copies(&sources, &damaged) {
+            next.insert(c);
+        }
+        Ok(next)
+    }
+
+    /// The healthy members that answer, in configuration order.
+    fn record_sources(&self) -> Vec<(&Arc<Member>, Arc<AnyInstance>)> {
         let mut sources = Vec::new();
         for m in self.cluster.members().iter().filter(|m| m.is_healthy()) {
             match m.instance() {
@@ -157,6 +232,16 @@ impl KeyStore {
                 Err(e) => m.set_healthy(false, &e.msg),
             }
         }
+        sources
+    }
+
+    /// Every record, read afresh. The first healthy member's records are read in full;
+    /// of the others only each record's id and generation, and the few records that are
+    /// newer there (or only there) are fetched. A record that does not decode gives way
+    /// to another member's copy: one damaged copy must not hide a key (its objects would
+    /// then look like the remains of an interrupted creation).
+    fn load_registry_in_full(&self) -> Result<Registry> {
+        let sources = self.record_sources();
         let mut records: Vec<(Uuid, u64, Vec<u8>)> = Vec::new();
         let mut at: FxHashMap<Uuid, usize> = FxHashMap::default();
         let mut read_any = false;
@@ -210,19 +295,7 @@ impl KeyStore {
                 }
             }
         }
-        if !damaged.is_empty() {
-            let mut good: FxHashMap<Uuid, Cmk> = FxHashMap::default();
-            for (_, i) in &sources {
-                for (_, _, meta) in i.load_cmks_of(&damaged).unwrap_or_default() {
-                    if let Ok(c) = Cmk::decode(&meta) {
-                        if good.get(&c.id).is_none_or(|b| b.generation < c.generation) {
-                            good.insert(c.id, c);
-                        }
-                    }
-                }
-            }
-            cmks.extend(good.into_values());
-        }
+        cmks.extend(readable_copies(&sources, &damaged));
         Ok(Registry::from_records(cmks))
     }
 
@@ -692,6 +765,28 @@ impl KeyStore {
         self.kms.connected_fresh.touch();
         v
     }
+}
+
+/// For each of the keys `ids`, the highest generation of its record that decodes on any
+/// of `sources` (keys whose chosen record is damaged).
+fn readable_copies(sources: &[(&Arc<Member>, Arc<AnyInstance>)], ids: &[Uuid]) -> Vec<Cmk> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut good: FxHashMap<Uuid, Cmk> = FxHashMap::default();
+    for (_, i) in sources {
+        for (_, _, meta) in i.load_cmks_of(ids).unwrap_or_default() {
+            if let Ok(c) = Cmk::decode(&meta) {
+                if good.get(&c.id).is_none_or(|b| b.generation < c.generation) {
+                    good.insert(c.id, c);
+                }
+            }
+        }
+    }
+    for id in ids.iter().filter(|id| !good.contains_key(id)) {
+        tracing::error!(key = %id, "no member holds a readable record of this key");
+    }
+    good.into_values().collect()
 }
 
 fn invalid_state(c: &Cmk, why: &str) -> Error {

@@ -318,6 +318,11 @@ impl Registry {
         Some((self.cmks.get(id)?, *v))
     }
 
+    /// The key with this id.
+    pub fn get(&self, id: Uuid) -> Option<&Cmk> {
+        self.cmks.get(&id).map(|c| &**c)
+    }
+
     /// Does a key record name this object? (One look-up: `for_object` without the key.)
     pub fn names_object(&self, object: Uuid) -> bool {
         self.by_object.get(&object).is_some()
