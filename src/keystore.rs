@@ -564,10 +564,22 @@ impl KeyStore {
     /// The objects of every healthy member that no key record names, as (uid, encoded
     /// attributes), with key records as new as the lists of objects read.
     fn unregistered_objects(&self) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        // An embedded member lists its object ids cheaply; another kind reads its
+        // objects to list them anyway, so it is read once, in full.
+        enum Listing {
+            Ids(Vec<Uuid>),
+            Full(Vec<(Uuid, Vec<u8>)>),
+        }
         let mut lists = Vec::new();
         for m in self.cluster.members().iter().filter(|m| m.is_healthy()) {
-            match m.instance().and_then(|i| Ok((i.object_ids()?, i))) {
-                Ok(l) => lists.push(l),
+            let listing = m.instance().and_then(|i| {
+                Ok(match i.kind() {
+                    "embedded" => (Listing::Ids(i.object_ids()?), i),
+                    _ => (Listing::Full(i.load_attrs()?), i),
+                })
+            });
+            match listing {
+                Ok(l) => lists.push((m, l)),
                 Err(e) => m.set_healthy(false, &e.msg),
             }
         }
@@ -577,22 +589,33 @@ impl KeyStore {
         self.refresh_cmks_if_changed()?;
         let mut out = Vec::new();
         let mut seen: HashSet<Uuid, rustc_hash::FxBuildHasher> = HashSet::default();
-        self.with_cmks(|reg| -> Result<()> {
-            for (ids, i) in &lists {
-                let unnamed: Vec<Uuid> = ids
-                    .iter()
-                    .filter(|u| !reg.names_object(**u) && !seen.contains(*u))
-                    .copied()
-                    .collect();
-                if unnamed.is_empty() {
-                    continue;
-                }
-                let found = i.load_attrs_of(&unnamed)?;
+        self.with_cmks(|reg| {
+            let wanted =
+                |u: &Uuid, seen: &HashSet<Uuid, _>| !reg.names_object(*u) && !seen.contains(u);
+            for (m, (listing, i)) in lists {
+                let found = match listing {
+                    Listing::Ids(ids) => {
+                        let unnamed: Vec<Uuid> =
+                            ids.into_iter().filter(|u| wanted(u, &seen)).collect();
+                        if unnamed.is_empty() {
+                            continue;
+                        }
+                        match i.load_attrs_of(&unnamed) {
+                            Ok(found) => found,
+                            Err(e) => {
+                                m.set_healthy(false, &e.msg);
+                                continue;
+                            }
+                        }
+                    }
+                    Listing::Full(all) => {
+                        all.into_iter().filter(|(u, _)| wanted(u, &seen)).collect()
+                    }
+                };
                 seen.extend(found.iter().map(|(u, _)| *u));
                 out.extend(found);
             }
-            Ok(())
-        })??;
+        })?;
         Ok(out)
     }
 

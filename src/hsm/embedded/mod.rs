@@ -243,12 +243,7 @@ impl Instance for EmbeddedInstance {
 
     fn key_count(&self) -> Result<usize> {
         self.check_fault()?;
-        Ok(self
-            .store
-            .load_objects()?
-            .iter()
-            .filter(|o| o.sealed)
-            .count())
+        self.store.sealed_count()
     }
 
     fn object_ids(&self) -> Result<Vec<Uuid>> {

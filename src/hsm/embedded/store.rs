@@ -300,6 +300,15 @@ impl Store {
         Ok(out)
     }
 
+    /// How many objects hold sealed (secret or private) material.
+    pub fn sealed_count(&self) -> Result<usize> {
+        let conn = self.conn.lock();
+        let n: i64 = conn.query_row("SELECT count(*) FROM objects WHERE sealed <> 0", [], |r| {
+            r.get(0)
+        })?;
+        Ok(n as usize)
+    }
+
     /// Every object's id and attributes, without the material.
     pub fn load_attrs(&self) -> Result<Vec<(Uuid, Vec<u8>)>> {
         let conn = self.conn.lock();
