@@ -127,7 +127,7 @@ impl KeyStore {
         detail: Option<serde_json::Value>,
     ) -> Result<()> {
         let mut e = Event::new(op, result);
-        e.key_id = key.map(|k| Arc::from(k.to_string().as_str()));
+        e.key_id = key.map(crate::audit::KeyRef::Id);
         e.reason = reason;
         e.detail = detail;
         self.audit.record(e).map_err(Error::from)

@@ -93,8 +93,8 @@ pub struct Event {
     pub user: Option<&'static str>,
     /// e.g. "CKM_AES_GCM"
     pub mechanism: Option<std::borrow::Cow<'static, str>>,
-    /// CMK id (UUID string); shared, so the hot path does not copy it.
-    pub key_id: Option<std::sync::Arc<str>>,
+    /// CMK id.
+    pub key_id: Option<KeyRef>,
     pub key_version: Option<u32>,
     /// The HSM instance that served the operation.
     pub instance: Option<std::borrow::Cow<'static, str>>,
@@ -105,6 +105,51 @@ pub struct Event {
     pub reason: Option<String>,
     /// Structured extras, e.g. a purge proof.
     pub detail: Option<serde_json::Value>,
+}
+
+/// A key id in a record: a UUID (copied by value, written out by the log: no reference
+/// count that every thread using the key would share), or text that is no UUID.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyRef {
+    Id(uuid::Uuid),
+    Text(std::sync::Arc<str>),
+}
+
+impl KeyRef {
+    /// The id named by `text`: a UUID when it is one.
+    pub fn parse(text: &str) -> KeyRef {
+        match uuid::Uuid::try_parse(text) {
+            Ok(u) if u.hyphenated().to_string() == text => KeyRef::Id(u),
+            _ => KeyRef::Text(text.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyRef::Id(u) => u.hyphenated().fmt(f),
+            KeyRef::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl From<uuid::Uuid> for KeyRef {
+    fn from(u: uuid::Uuid) -> KeyRef {
+        KeyRef::Id(u)
+    }
+}
+
+impl From<&str> for KeyRef {
+    fn from(s: &str) -> KeyRef {
+        KeyRef::Text(s.into())
+    }
+}
+
+impl From<String> for KeyRef {
+    fn from(s: String) -> KeyRef {
+        KeyRef::Text(s.into())
+    }
 }
 
 impl Event {
@@ -248,7 +293,14 @@ impl Batch {
             Some(std::borrow::Cow::Borrowed(m)) => (Some(*m), Span::NONE),
             Some(std::borrow::Cow::Owned(m)) => (None, self.put(m.as_bytes())),
         };
-        let key_id = self.put_opt(e.key_id.as_deref());
+        let key_id = match &e.key_id {
+            None => Span::NONE,
+            Some(KeyRef::Id(u)) => {
+                let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                self.put(u.hyphenated().encode_lower(&mut text).as_bytes())
+            }
+            Some(KeyRef::Text(t)) => self.put(t.as_bytes()),
+        };
         let instance = self.put_opt(e.instance.as_deref());
         let reason = self.put_opt(e.reason.as_deref());
         let detail = match &e.detail {
@@ -556,10 +608,38 @@ mod tests {
                 session: None,
                 latency_us: None,
                 key_version: None,
+                key_id: Some(KeyRef::Id(uuid::Uuid::from_u128(
+                    0x5f0c_6c2e_8d0e_4c55_9a3e_0b1d_2f3a_4b5c_u128.rotate_left(i as u32),
+                ))),
                 ..Event::new("purge", "CKR_OK")
             });
         }
         v
+    }
+
+    /// A key id is written exactly as the attribute held it, UUID or not.
+    #[test]
+    fn key_ref_keeps_the_text_it_was_given() {
+        for text in [
+            "5f0c6c2e-8d0e-4c55-9a3e-0b1d2f3a4b5c",
+            "5F0C6C2E-8D0E-4C55-9A3E-0B1D2F3A4B5C",
+            "5f0c6c2e8d0e4c559a3e0b1d2f3a4b5c",
+            "alias/x",
+            "",
+        ] {
+            let k = KeyRef::parse(text);
+            assert_eq!(k.to_string(), text);
+            let mut b = Batch::default();
+            b.push(
+                0,
+                &Event {
+                    key_id: Some(k.clone()),
+                    ..Event::new("sign", "CKR_OK")
+                },
+            );
+            assert_eq!(b.get(b.recs[0].key_id), Some(text.as_bytes()));
+            assert_eq!(matches!(k, KeyRef::Id(_)), text.starts_with("5f0c6c2e-"));
+        }
     }
 
     #[test]
@@ -604,6 +684,7 @@ mod tests {
             };
             write_line(&mut ours, &b, r, &ctx);
             let hex = Hex64::new(&prev);
+            let key_text = e.key_id.as_ref().map(KeyRef::to_string);
             let reference = serde_json::to_vec(&Line {
                 seq: i as u64,
                 time,
@@ -614,7 +695,7 @@ mod tests {
                 user: e.user,
                 op: e.op,
                 mechanism: e.mechanism.as_deref(),
-                key_id: e.key_id.as_deref(),
+                key_id: key_text.as_deref(),
                 key_version: e.key_version,
                 instance: e.instance.as_deref(),
                 result: e.result,

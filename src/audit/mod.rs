@@ -24,7 +24,7 @@ mod tests_tamper;
 use std::path::PathBuf;
 
 pub use cli::{render_report, render_table, show_command, verify_command, ShowFilter};
-pub use event::{AuditConfig, Durability, Event, DEFAULT_MAX_SEGMENT_BYTES};
+pub use event::{AuditConfig, Durability, Event, KeyRef, DEFAULT_MAX_SEGMENT_BYTES};
 pub use verify::{read_records, verify, Problem, VerifyReport};
 pub use writer::{AuditLog, AuditStats};
 

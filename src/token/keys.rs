@@ -669,12 +669,7 @@ impl Token {
         result: std::result::Result<(), &Error>,
     ) -> Result<()> {
         let obj = self.objects.read().get(key);
-        let key_id = obj.as_ref().and_then(|o| {
-            o.attrs
-                .get(CKA_CKS_KEY_ID)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(std::sync::Arc::from)
-        });
+        let key_id = obj.as_ref().and_then(|o| o.key_id.clone());
         let version = obj
             .as_ref()
             .and_then(|o| self.keystore().cmk_of(o.uid).ok().flatten())

@@ -19,8 +19,8 @@ pub struct Object {
     pub attrs: Attributes,
     /// The session that owns a session object; `None` for token objects.
     pub session: Option<CK_SESSION_HANDLE>,
-    /// The key id (`CKA_CKS_KEY_ID`), shared with audit records without copying.
-    pub key_id: Option<Arc<str>>,
+    /// The key id (`CKA_CKS_KEY_ID`), for audit records.
+    pub key_id: Option<crate::audit::KeyRef>,
 }
 
 impl Object {
@@ -28,7 +28,7 @@ impl Object {
         let key_id = attrs
             .get(super::policy::CKA_CKS_KEY_ID)
             .and_then(|v| std::str::from_utf8(v).ok())
-            .map(Arc::from);
+            .map(crate::audit::KeyRef::parse);
         Object {
             uid,
             attrs,

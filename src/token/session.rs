@@ -86,7 +86,7 @@ pub struct Session {
 pub struct OpAudit {
     pub op: &'static str,
     pub mechanism: &'static str,
-    pub key_id: Option<Arc<str>>,
+    pub key_id: Option<crate::audit::KeyRef>,
     pub version: Option<u32>,
     pub instance: Option<&'static str>,
     pub user: &'static str,
@@ -219,10 +219,7 @@ impl Session {
         if done {
             // One clock read ends both the member's lease and the audit record's latency.
             let end = Instant::now();
-            let (audit, lease) = self
-                .op
-                .take()
-                .map_or((None, None), |o| (o.audit, o.lease));
+            let (audit, lease) = self.op.take().map_or((None, None), |o| (o.audit, o.lease));
             if let Some(l) = lease {
                 l.end_at(end);
             }
