@@ -12,6 +12,7 @@ use crate::hsm::crypto::fast::{self, FastKey};
 use crate::hsm::crypto::{self, CipherOp, KeyMaterial, SignOp, VerifyOp};
 use crate::hsm::mechanism::{EcKdf, Mechanism};
 use crate::hsm::{AttrsOf, Instance, KeySpec};
+use crate::read_mostly::ReadMostly;
 use parking_lot::RwLock;
 use pkcs11_sys::*;
 use seal::InstanceKey;
@@ -49,9 +50,9 @@ pub struct EmbeddedInstance {
     fault_file: Option<PathBuf>,
     keys: RwLock<Option<Keys>>,
     /// Key material in use, token and session keys alike.
-    materials: RwLock<HashMap<Uuid, Arc<KeyMaterial>>>,
+    materials: ReadMostly<HashMap<Uuid, Arc<KeyMaterial>, rustc_hash::FxBuildHasher>>,
     /// Asymmetric keys parsed once for the fast engine (`None`: it does not take them).
-    fast: RwLock<HashMap<Uuid, Option<Arc<FastKey>>>>,
+    fast: ReadMostly<HashMap<Uuid, Option<Arc<FastKey>>, rustc_hash::FxBuildHasher>>,
 }
 
 fn aad(what: &str, id: &str) -> Vec<u8> {
@@ -66,8 +67,8 @@ impl EmbeddedInstance {
             store: Store::open(dir, "instance.db")?,
             fault_file,
             keys: RwLock::new(None),
-            materials: RwLock::new(HashMap::new()),
-            fast: RwLock::new(HashMap::new()),
+            materials: ReadMostly::default(),
+            fast: ReadMostly::default(),
         })
     }
 
