@@ -88,6 +88,19 @@ impl Cmk {
             .flat_map(|v| std::iter::once(v.object).chain(v.public_object))
     }
 
+    /// The objects other than the key's id (what `Registry::by_object` holds), with
+    /// their versions.
+    fn other_objects(&self) -> impl Iterator<Item = (Uuid, u32)> + '_ {
+        self.versions
+            .iter()
+            .flat_map(|v| {
+                std::iter::once(v.object)
+                    .chain(v.public_object)
+                    .map(|o| (o, v.version))
+            })
+            .filter(|(o, _)| *o != self.id)
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| Error::general(format!("encode key metadata: {e}")))
     }
@@ -232,7 +245,9 @@ impl<K: ShardKey + Clone, V: Clone> Sharded<K, V> {
 #[derive(Default, Clone)]
 pub struct Registry {
     cmks: Sharded<Uuid, Arc<Cmk>>,
-    /// object uid → (CMK id, version)
+    /// object uid → (CMK id, version), for the objects whose uid is not their key's id:
+    /// a key's first object has the key's id (`register_cmk`), so with 100,000 keys
+    /// this holds only public halves and rotated versions.
     by_object: Sharded<Uuid, (Uuid, u32)>,
     /// alias → CMK id
     by_alias: Sharded<String, Uuid>,
@@ -246,7 +261,7 @@ impl Registry {
         let mut more = [[0usize; SHARDS]; 3];
         for c in &records {
             more[0][c.id.shard()] += 1;
-            for o in c.objects() {
+            for (o, _) in c.other_objects() {
                 more[1][o.shard()] += 1;
             }
             for a in &c.aliases {
@@ -272,11 +287,8 @@ impl Registry {
         for a in &c.aliases {
             self.by_alias.insert(a.clone(), c.id);
         }
-        for v in &c.versions {
-            self.by_object.insert(v.object, (c.id, v.version));
-            if let Some(p) = v.public_object {
-                self.by_object.insert(p, (c.id, v.version));
-            }
+        for (o, v) in c.other_objects() {
+            self.by_object.insert(o, (c.id, v));
         }
         self.cmks.insert(c.id, Arc::new(c));
     }
@@ -289,7 +301,7 @@ impl Registry {
 
     /// Forget the objects and aliases of a record that is replaced or removed.
     fn unlink(&mut self, old: &Cmk) {
-        for o in old.objects() {
+        for (o, _) in old.other_objects() {
             self.by_object.remove(&o);
         }
         for a in &old.aliases {
@@ -314,8 +326,12 @@ impl Registry {
 
     /// The CMK and version an object belongs to.
     pub fn for_object(&self, object: Uuid) -> Option<(&Cmk, u32)> {
-        let (id, v) = self.by_object.get(&object)?;
-        Some((self.cmks.get(id)?, *v))
+        if let Some((id, v)) = self.by_object.get(&object) {
+            return Some((self.cmks.get(id)?, *v));
+        }
+        // A key's first object has the key's id.
+        let c = self.cmks.get(&object)?;
+        Some((c, c.version_of(object)?.version))
     }
 
     /// The key with this id.
@@ -323,9 +339,9 @@ impl Registry {
         self.cmks.get(&id).map(|c| &**c)
     }
 
-    /// Does a key record name this object? (One look-up: `for_object` without the key.)
+    /// Does a key record name this object?
     pub fn names_object(&self, object: Uuid) -> bool {
-        self.by_object.get(&object).is_some()
+        self.for_object(object).is_some()
     }
 
     /// A key named by id, ARN or alias.
@@ -364,6 +380,57 @@ mod tests {
         assert!(check_alias("tde").is_err());
         assert!(check_alias("alias/").is_err());
         assert!(check_alias("alias/a b").is_err());
+    }
+
+    /// A key's first object has the key's id and is found without `by_object`; public
+    /// halves and later versions through it; replacing or removing a record forgets
+    /// what it no longer names.
+    #[test]
+    fn registry_finds_every_object_of_a_key() {
+        let id = Uuid::new_v4();
+        let (pub1, v2, pub2) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let version = |version, object, public_object| Version {
+            version,
+            object,
+            public_object,
+            created: 0,
+        };
+        let mut c = Cmk {
+            id,
+            generation: 1,
+            aliases: vec![],
+            description: String::new(),
+            spec: "ECC_NIST_P256".into(),
+            usage: "SIGN_VERIFY".into(),
+            state: KeyState::Enabled,
+            created: 0,
+            deletion_date: None,
+            rotation_days: None,
+            versions: vec![version(1, id, Some(pub1))],
+        };
+        let mut r = Registry::from_records([c.clone()]);
+        assert_eq!(r.for_object(id).map(|(k, v)| (k.id, v)), Some((id, 1)));
+        assert_eq!(r.for_object(pub1).map(|(k, v)| (k.id, v)), Some((id, 1)));
+        assert!(r.names_object(id) && r.names_object(pub1) && !r.names_object(v2));
+        assert_eq!(r.by_object.len(), 1);
+
+        c.generation = 2;
+        c.versions.push(version(2, v2, Some(pub2)));
+        r.insert(c.clone());
+        for (o, want) in [(id, 1), (pub1, 1), (v2, 2), (pub2, 2)] {
+            assert_eq!(r.for_object(o).map(|(k, v)| (k.id, v)), Some((id, want)));
+        }
+        // A newer record without the first version (not something KMS does, but the
+        // registry must follow what the record says).
+        c.generation = 3;
+        c.versions.remove(0);
+        r.insert(c);
+        assert!(r.for_object(id).is_none() && r.for_object(pub1).is_none());
+        assert_eq!(r.for_object(v2).map(|(_, v)| v), Some(2));
+        assert!(r.get(id).is_some());
+        r.remove(id);
+        assert!(r.for_object(v2).is_none() && r.for_object(pub2).is_none());
+        assert!(r.is_empty() && r.by_object.len() == 0);
     }
 
     #[test]
