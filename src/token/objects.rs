@@ -56,7 +56,8 @@ const INDEXED: [CK_ATTRIBUTE_TYPE; 2] = [CKA_LABEL, CKA_ID];
 enum Bucket {
     One(CK_OBJECT_HANDLE),
     Few(Vec<CK_OBJECT_HANDLE>),
-    Many(HashSet<CK_OBJECT_HANDLE>),
+    /// Boxed: a bucket is then no larger than a `Vec` (two indexes, an entry per object).
+    Many(Box<HashSet<CK_OBJECT_HANDLE>>),
 }
 
 /// Maps keyed by handles, uids and value hashes (none chosen by a caller: handles are
@@ -106,7 +107,7 @@ impl Index {
                     Bucket::One(first) => *b = Bucket::Few(vec![*first, h]),
                     Bucket::Few(v) if v.len() < FEW => v.push(h),
                     Bucket::Few(v) => {
-                        let mut set: HashSet<_> = v.drain(..).collect();
+                        let mut set: Box<HashSet<_>> = Box::new(v.drain(..).collect());
                         set.insert(h);
                         *b = Bucket::Many(set);
                     }
@@ -378,6 +379,14 @@ mod tests {
         let mut v: Vec<_> = t.matching(template).map(|(h, _)| h).collect();
         v.sort_unstable();
         v
+    }
+
+    #[test]
+    fn a_bucket_is_no_larger_than_a_vec() {
+        assert_eq!(
+            std::mem::size_of::<Bucket>(),
+            std::mem::size_of::<Vec<CK_OBJECT_HANDLE>>()
+        );
     }
 
     /// Every template the index answers gives what a scan of every object gives,
