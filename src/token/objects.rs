@@ -21,6 +21,10 @@ pub struct Object {
     pub session: Option<CK_SESSION_HANDLE>,
     /// The key id (`CKA_CKS_KEY_ID`), for audit records.
     pub key_id: Option<crate::audit::KeyRef>,
+    /// `CKA_PRIVATE`, read once: logout and searches before login ask every object,
+    /// and the attributes are in another allocation. The table sets it again when it
+    /// takes an object, so a change to `attrs` before that cannot leave it stale.
+    private: bool,
 }
 
 impl Object {
@@ -31,6 +35,7 @@ impl Object {
             .map(crate::audit::KeyRef::parse);
         Object {
             uid,
+            private: attrs.flag(CKA_PRIVATE),
             attrs,
             session,
             key_id,
@@ -42,7 +47,7 @@ impl Object {
     }
 
     pub fn is_private(&self) -> bool {
-        self.attrs.flag(CKA_PRIVATE)
+        self.private
     }
 }
 
@@ -189,7 +194,8 @@ impl ObjectTable {
         }
     }
 
-    pub fn insert(&mut self, obj: Object) -> CK_OBJECT_HANDLE {
+    pub fn insert(&mut self, mut obj: Object) -> CK_OBJECT_HANDLE {
+        obj.private = obj.attrs.flag(CKA_PRIVATE);
         if let Some(&h) = self.by_uid.get(&obj.uid) {
             self.replace(h, Arc::new(obj));
             return h;
@@ -233,8 +239,7 @@ impl ObjectTable {
 
     pub fn set_attrs(&mut self, h: CK_OBJECT_HANDLE, attrs: Attributes) {
         if let Some(obj) = self.by_handle.get(&h) {
-            let mut o = (**obj).clone();
-            o.attrs = attrs;
+            let o = Object::new(obj.uid, attrs, obj.session);
             self.replace(h, Arc::new(o));
         }
     }
@@ -379,6 +384,25 @@ mod tests {
         let mut v: Vec<_> = t.matching(template).map(|(h, _)| h).collect();
         v.sort_unstable();
         v
+    }
+
+    /// `is_private` follows `CKA_PRIVATE` of what the table holds, however the object's
+    /// attributes were set before it was taken.
+    #[test]
+    fn privacy_follows_the_attributes() {
+        let mut t = ObjectTable::default();
+        let mut o = obj(CKO_DATA, "p", b"", false);
+        o.attrs.set_bool(CKA_PRIVATE, true);
+        let h = t.insert(o);
+        assert!(t.get(h).unwrap().is_private());
+        let mut a = t.get(h).unwrap().attrs.clone();
+        a.set_bool(CKA_PRIVATE, false);
+        t.set_attrs(h, a);
+        assert!(!t.get(h).unwrap().is_private());
+        assert_eq!(t.remove_where(|o| o.is_private()).len(), 0);
+        let h2 = t.insert(obj(CKO_DATA, "q", b"", true));
+        assert!(t.get(h2).unwrap().is_private());
+        assert_eq!(t.remove_where(|o| o.is_private()).len(), 1);
     }
 
     #[test]
