@@ -17,9 +17,9 @@ pub type Template = Vec<(AttrType, Vec<u8>)>;
 /// The attributes of one object: at most one value per type.
 ///
 /// Layout of `buf` (empty: no attributes): a `u32` header (the count, with `WIDE` set
-/// when some type does not fit in 32 bits), the types in ascending order (`u32` each,
-/// `u64` when `WIDE`), the end of each value relative to the first value (`u32` each),
-/// then the values.
+/// when some type or the values' total length does not fit in 32 bits), the types in
+/// ascending order, the end of each value relative to the first value (types and ends
+/// `u32` each, `u64` when `WIDE`), then the values.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Attributes {
     buf: Box<[u8]>,
@@ -27,7 +27,7 @@ pub struct Attributes {
 
 pub const ULONG_LEN: usize = std::mem::size_of::<CK_ULONG>();
 
-/// Header bit: the types are stored as `u64`.
+/// Header bit: types and ends are stored as `u64`.
 const WIDE: u32 = 1 << 31;
 
 pub fn ulong_bytes(v: CK_ULONG) -> Vec<u8> {
@@ -76,10 +76,11 @@ impl Attributes {
             return Attributes::default();
         }
         let n = entries.len();
-        let wide = entries.iter().any(|(t, _)| u32::try_from(*t).is_err());
-        let tsize = if wide { 8 } else { 4 };
         let data: usize = entries.iter().map(|(_, v)| v.len()).sum();
-        let mut buf = Vec::with_capacity(4 + n * (tsize + 4) + data);
+        let wide =
+            u32::try_from(data).is_err() || entries.iter().any(|(t, _)| u32::try_from(*t).is_err());
+        let size = if wide { 8 } else { 4 };
+        let mut buf = Vec::with_capacity(4 + n * 2 * size + data);
         buf.extend_from_slice(&(n as u32 | if wide { WIDE } else { 0 }).to_ne_bytes());
         for (t, _) in entries {
             if wide {
@@ -89,10 +90,14 @@ impl Attributes {
                 buf.extend_from_slice(&(*t as u32).to_ne_bytes());
             }
         }
-        let mut end = 0u32;
+        let mut end = 0usize;
         for (_, v) in entries {
-            end += v.len() as u32;
-            buf.extend_from_slice(&end.to_ne_bytes());
+            end += v.len();
+            if wide {
+                buf.extend_from_slice(&(end as u64).to_ne_bytes());
+            } else {
+                buf.extend_from_slice(&(end as u32).to_ne_bytes());
+            }
         }
         for (_, v) in entries {
             buf.extend_from_slice(v);
@@ -102,7 +107,7 @@ impl Attributes {
         }
     }
 
-    /// (count, types are u64)
+    /// (count, types and ends are u64)
     fn header(&self) -> (usize, bool) {
         if self.buf.len() < 4 {
             return (0, false);
@@ -128,17 +133,25 @@ impl Attributes {
         }
     }
 
+    /// Where in `buf` the value of entry `i` of `n` is.
+    fn span(&self, i: usize, n: usize, wide: bool) -> std::ops::Range<usize> {
+        let size = if wide { 8 } else { 4 };
+        let ends = 4 + n * size;
+        let data = ends + n * size;
+        let end_of = |j: usize| {
+            if wide {
+                read_u64(&self.buf, ends + 8 * j) as usize
+            } else {
+                read_u32(&self.buf, ends + 4 * j) as usize
+            }
+        };
+        let start = if i == 0 { 0 } else { end_of(i - 1) };
+        data + start..data + end_of(i)
+    }
+
     /// The value of entry `i` of `n`.
     fn value_at(&self, i: usize, n: usize, wide: bool) -> &[u8] {
-        let ends = 4 + n * if wide { 8 } else { 4 };
-        let data = ends + 4 * n;
-        let start = if i == 0 {
-            0
-        } else {
-            read_u32(&self.buf, ends + 4 * (i - 1)) as usize
-        };
-        let end = read_u32(&self.buf, ends + 4 * i) as usize;
-        &self.buf[data + start..data + end]
+        &self.buf[self.span(i, n, wide)]
     }
 
     /// The index of type `t`, or where it would go.
@@ -175,14 +188,8 @@ impl Attributes {
         match self.position(t) {
             Ok(i) if self.value_at(i, n, wide).len() == v.len() => {
                 // Same length: overwrite in place.
-                let ends = 4 + n * if wide { 8 } else { 4 };
-                let data = ends + 4 * n;
-                let start = if i == 0 {
-                    0
-                } else {
-                    read_u32(&self.buf, ends + 4 * (i - 1)) as usize
-                };
-                self.buf[data + start..data + start + v.len()].copy_from_slice(v);
+                let at = self.span(i, n, wide);
+                self.buf[at].copy_from_slice(v);
             }
             Ok(i) => {
                 let mut e: Vec<(AttrType, &[u8])> = self.iter().collect();
@@ -298,9 +305,6 @@ impl Attributes {
                 }
             }
             entries = keep;
-        }
-        if entries.iter().map(|(_, v)| v.len()).sum::<usize>() > u32::MAX as usize {
-            return Err(corrupt("too large"));
         }
         Ok(Attributes::from_sorted(&entries))
     }
