@@ -31,15 +31,27 @@ pub enum KeySpec {
 }
 
 impl KeySpec {
-    /// Generate the key in software (the embedded instance; session keys).
-    pub fn generate(&self) -> Result<KeyMaterial> {
+    /// Generate the key in software (the embedded instance; session keys): the key and,
+    /// for a pair, its public half. The generator's own public point is used: deriving it
+    /// again from the private key (in RustCrypto) cost 20 times the generation itself.
+    pub fn generate(&self) -> Result<(KeyMaterial, Option<KeyMaterial>)> {
         Ok(match self {
-            KeySpec::Aes(n) | KeySpec::GenericSecret(n) => crypto::generate_secret(*n),
-            KeySpec::Ec(c) => crypto::generate_ec(*c),
+            KeySpec::Aes(n) | KeySpec::GenericSecret(n) => (crypto::generate_secret(*n), None),
+            KeySpec::Ec(c) => match crypto::generate_ec_pair(*c) {
+                (k, Some(public)) => (k, Some(public)),
+                (k, None) => {
+                    let public = k.public_material();
+                    (k, public)
+                }
+            },
             KeySpec::Rsa {
                 bits,
                 public_exponent,
-            } => crypto::generate_rsa(*bits, public_exponent)?,
+            } => {
+                let k = crypto::generate_rsa(*bits, public_exponent)?;
+                let public = k.public_material();
+                (k, public)
+            }
         })
     }
 }

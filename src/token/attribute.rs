@@ -65,6 +65,58 @@ fn read_u64(b: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(a)
 }
 
+/// Collects attributes and packs them once: building a set of N attributes with
+/// `Attributes::set` repacks it N times.
+#[derive(Default)]
+pub struct AttributesBuilder {
+    /// (type, end of its value in `data`), in the order given.
+    entries: Vec<(AttrType, usize)>,
+    data: Vec<u8>,
+}
+
+impl AttributesBuilder {
+    pub fn new() -> AttributesBuilder {
+        AttributesBuilder {
+            entries: Vec::with_capacity(32),
+            data: Vec::with_capacity(64),
+        }
+    }
+
+    /// Adds `t`; a later value for the same type replaces an earlier one.
+    pub fn set(&mut self, t: AttrType, v: &[u8]) {
+        self.data.extend_from_slice(v);
+        self.entries.push((t, self.data.len()));
+    }
+
+    pub fn set_bool(&mut self, t: AttrType, v: bool) {
+        self.set(t, &[v as u8]);
+    }
+
+    pub fn set_ulong(&mut self, t: AttrType, v: CK_ULONG) {
+        self.set(t, &v.to_ne_bytes());
+    }
+
+    pub fn build(self) -> Attributes {
+        let mut spans: Vec<(AttrType, std::ops::Range<usize>)> =
+            Vec::with_capacity(self.entries.len());
+        let mut start = 0;
+        for (t, end) in self.entries {
+            spans.push((t, start..end));
+            start = end;
+        }
+        // Stable sort, then keep the last value given for each type.
+        spans.sort_by_key(|(t, _)| *t);
+        let mut sorted: Vec<(AttrType, &[u8])> = Vec::with_capacity(spans.len());
+        for (t, r) in spans {
+            match sorted.last_mut() {
+                Some(last) if last.0 == t => last.1 = &self.data[r],
+                _ => sorted.push((t, &self.data[r])),
+            }
+        }
+        Attributes::from_sorted(&sorted)
+    }
+}
+
 impl Attributes {
     pub fn new() -> Attributes {
         Attributes::default()
@@ -366,6 +418,32 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// The builder gives what setting one attribute at a time gives, later values winning.
+    #[test]
+    fn builder_equals_one_set_at_a_time() {
+        let entries: [(AttrType, &[u8]); 7] = [
+            (CKA_LABEL, b"first"),
+            (CKA_CLASS, &[4, 0, 0, 0, 0, 0, 0, 0]),
+            (CKA_TOKEN, &[1]),
+            (CKA_LABEL, b""),
+            (CKA_ID, b"\x00\x01"),
+            (CKA_TOKEN, &[0]),
+            (CKA_LABEL, b"last"),
+        ];
+        let mut one = Attributes::new();
+        let mut b = AttributesBuilder::new();
+        for (t, v) in entries {
+            one.set(t, v.to_vec());
+            b.set(t, v);
+        }
+        let built = b.build();
+        assert_eq!(built, one);
+        assert_eq!(built.get(CKA_LABEL), Some(&b"last"[..]));
+        assert!(!built.flag(CKA_TOKEN));
+        assert_eq!(built.len(), 4);
+        assert!(AttributesBuilder::new().build().is_empty());
+    }
 
     #[test]
     fn encode_round_trip_and_garbage() {

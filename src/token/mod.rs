@@ -592,8 +592,7 @@ impl Token {
     ) -> Result<(CK_OBJECT_HANDLE, Option<crate::hsm::crypto::KeyMaterial>)> {
         let token = attrs_of(None)?.flag(CKA_TOKEN);
         if !token {
-            let material = spec.generate()?;
-            let public = material.public_material();
+            let (material, public) = spec.generate()?;
             let attrs = attrs_of(public.as_ref())?;
             return Ok((
                 self.add_object(session, uid, attrs, Some(material))?,

@@ -6,7 +6,9 @@
 //! `CKA_ALWAYS_SENSITIVE` and `CKA_NEVER_EXTRACTABLE` true, never copyable. Session
 //! keys are the application's own and follow their template like any HSM's.
 
-use super::attribute::{parse_bool, parse_ulong, AttrType, Attributes, Template};
+use super::attribute::{
+    parse_bool, parse_ulong, AttrType, Attributes, AttributesBuilder, Template,
+};
 use crate::error::{Error, Result};
 use pkcs11_sys::*;
 
@@ -478,7 +480,7 @@ pub fn read(attrs: &Attributes, t: AttrType) -> Readable<'_> {
 /// the key type can do, as SoftHSM2 and most HSMs do, so that Java and pkcs11-tool,
 /// which rely on token defaults, get usable keys.
 pub fn key_defaults(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Attributes {
-    let mut a = Attributes::new();
+    let mut a = AttributesBuilder::new();
     a.set_ulong(CKA_CLASS, class);
     a.set_ulong(CKA_KEY_TYPE, key_type);
     a.set_bool(CKA_TOKEN, false);
@@ -486,10 +488,10 @@ pub fn key_defaults(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Attributes
     a.set_bool(CKA_MODIFIABLE, true);
     a.set_bool(CKA_COPYABLE, true);
     a.set_bool(CKA_DESTROYABLE, true);
-    a.set(CKA_LABEL, Vec::new());
-    a.set(CKA_ID, Vec::new());
-    a.set(CKA_START_DATE, Vec::new());
-    a.set(CKA_END_DATE, Vec::new());
+    a.set(CKA_LABEL, &[]);
+    a.set(CKA_ID, &[]);
+    a.set(CKA_START_DATE, &[]);
+    a.set(CKA_END_DATE, &[]);
     a.set_bool(CKA_DERIVE, class == CKO_PRIVATE_KEY && key_type == CKK_EC);
     a.set_bool(CKA_LOCAL, false);
     a.set_ulong(CKA_KEY_GEN_MECHANISM, CK_UNAVAILABLE_INFORMATION);
@@ -506,7 +508,7 @@ pub fn key_defaults(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Attributes
             a.set_bool(CKA_VERIFY_RECOVER, false);
             a.set_bool(CKA_WRAP, wrap);
             a.set_bool(CKA_TRUSTED, false);
-            a.set(CKA_SUBJECT, Vec::new());
+            a.set(CKA_SUBJECT, &[]);
         }
         CKO_PRIVATE_KEY => {
             a.set_bool(CKA_DECRYPT, enc);
@@ -517,7 +519,7 @@ pub fn key_defaults(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Attributes
             a.set_bool(CKA_EXTRACTABLE, true);
             a.set_bool(CKA_WRAP_WITH_TRUSTED, false);
             a.set_bool(CKA_ALWAYS_AUTHENTICATE, false);
-            a.set(CKA_SUBJECT, Vec::new());
+            a.set(CKA_SUBJECT, &[]);
         }
         _ => {
             a.set_bool(CKA_ENCRYPT, enc);
@@ -534,34 +536,34 @@ pub fn key_defaults(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Attributes
             a.set_bool(CKA_TRUSTED, false);
         }
     }
-    a
+    a.build()
 }
 
 /// Defaults for data objects and certificates.
 pub fn storage_defaults(class: CK_OBJECT_CLASS) -> Attributes {
-    let mut a = Attributes::new();
+    let mut a = AttributesBuilder::new();
     a.set_ulong(CKA_CLASS, class);
     a.set_bool(CKA_TOKEN, false);
     a.set_bool(CKA_PRIVATE, false);
     a.set_bool(CKA_MODIFIABLE, true);
     a.set_bool(CKA_COPYABLE, true);
     a.set_bool(CKA_DESTROYABLE, true);
-    a.set(CKA_LABEL, Vec::new());
+    a.set(CKA_LABEL, &[]);
     if class == CKO_CERTIFICATE {
         a.set_bool(CKA_TRUSTED, false);
         a.set_ulong(CKA_CERTIFICATE_CATEGORY, 0);
-        a.set(CKA_ID, Vec::new());
-        a.set(CKA_SUBJECT, Vec::new());
-        a.set(CKA_ISSUER, Vec::new());
-        a.set(CKA_SERIAL_NUMBER, Vec::new());
-        a.set(CKA_START_DATE, Vec::new());
-        a.set(CKA_END_DATE, Vec::new());
+        a.set(CKA_ID, &[]);
+        a.set(CKA_SUBJECT, &[]);
+        a.set(CKA_ISSUER, &[]);
+        a.set(CKA_SERIAL_NUMBER, &[]);
+        a.set(CKA_START_DATE, &[]);
+        a.set(CKA_END_DATE, &[]);
     } else {
-        a.set(CKA_APPLICATION, Vec::new());
-        a.set(CKA_OBJECT_ID, Vec::new());
-        a.set(CKA_VALUE, Vec::new());
+        a.set(CKA_APPLICATION, &[]);
+        a.set(CKA_OBJECT_ID, &[]);
+        a.set(CKA_VALUE, &[]);
     }
-    a
+    a.build()
 }
 
 /// A template's value for `t`, parsed as a `CK_ULONG`.

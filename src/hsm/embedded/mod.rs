@@ -351,8 +351,7 @@ impl Instance for EmbeddedInstance {
 
     fn generate(&self, uid: Uuid, spec: &KeySpec, attrs: AttrsOf) -> Result<Option<KeyMaterial>> {
         self.check_fault()?;
-        let material = spec.generate()?;
-        let public = material.public_material();
+        let (material, public) = spec.generate()?;
         let attrs = attrs(public.as_ref())?;
         self.put_object(uid, attrs, Some(material), true)?;
         Ok(public)
