@@ -364,6 +364,10 @@ impl KeyStore {
     /// Write a changed record (generation + 1) to a majority of instances.
     pub fn save_cmk(&self, mut cmk: Cmk) -> Result<Cmk> {
         cmk.generation += 1;
+        // Held across the write and the registry update: a refresh that read the records
+        // before this write must not store its registry after the update (the key would
+        // vanish, or an old state return, until the next refresh).
+        let _refresh = self.kms.checked.lock();
         self.cluster
             .put_cmk(cmk.id, cmk.generation, &cmk.encode()?)?;
         self.kms.registry.rcu(|r| {
@@ -628,12 +632,15 @@ impl KeyStore {
             self.destroy(*uid, true)?;
         }
         self.store_tombstone(cmk.id)?;
-        self.cluster.delete_cmk(cmk.id)?;
-        self.kms.registry.rcu(|r| {
-            let mut r = Registry::clone(r);
-            r.remove(cmk.id);
-            r
-        });
+        {
+            let _refresh = self.kms.checked.lock(); // as in `save_cmk`
+            self.cluster.delete_cmk(cmk.id)?;
+            self.kms.registry.rcu(|r| {
+                let mut r = Registry::clone(r);
+                r.remove(cmk.id);
+                r
+            });
+        }
         let instances: Vec<InstanceProof> = self
             .cluster
             .members()
