@@ -419,6 +419,11 @@ impl Token {
     }
 
     fn destroy_session_objects(&self, pred: impl Fn(&Object) -> bool) {
+        // Most sessions create no objects: no scan, and no write lock that would stop
+        // every other thread's key look-ups.
+        if !self.objects.read().has_session_objects() {
+            return;
+        }
         let removed = self
             .objects
             .write()

@@ -169,6 +169,9 @@ pub struct ObjectTable {
     by_value: [Index; INDEXED.len()],
     hasher: RandomState,
     next: CK_OBJECT_HANDLE,
+    /// How many session objects there are: closing a session with none to remove (the
+    /// usual case) then costs no scan and no write lock.
+    session_objects: usize,
 }
 
 impl ObjectTable {
@@ -202,6 +205,7 @@ impl ObjectTable {
         }
         self.next += 1;
         let h = self.next;
+        self.session_objects += usize::from(!obj.is_token());
         self.by_uid.insert(obj.uid, h);
         self.index(h, &obj.attrs);
         self.by_handle.insert(h, Arc::new(obj));
@@ -211,6 +215,8 @@ impl ObjectTable {
     /// Put `obj` under handle `h` (which holds an object with the same uid).
     fn replace(&mut self, h: CK_OBJECT_HANDLE, obj: Arc<Object>) {
         if let Some(old) = self.by_handle.get(&h).cloned() {
+            self.session_objects -= usize::from(!old.is_token());
+            self.session_objects += usize::from(!obj.is_token());
             if INDEXED
                 .iter()
                 .any(|t| old.attrs.get(*t) != obj.attrs.get(*t))
@@ -219,9 +225,14 @@ impl ObjectTable {
                 self.index(h, &obj.attrs);
             }
         } else {
+            self.session_objects += usize::from(!obj.is_token());
             self.index(h, &obj.attrs);
         }
         self.by_handle.insert(h, obj);
+    }
+
+    pub fn has_session_objects(&self) -> bool {
+        self.session_objects > 0
     }
 
     pub fn get(&self, h: CK_OBJECT_HANDLE) -> Option<Arc<Object>> {
@@ -246,6 +257,7 @@ impl ObjectTable {
 
     pub fn remove(&mut self, h: CK_OBJECT_HANDLE) -> Option<Arc<Object>> {
         let obj = self.by_handle.remove(&h)?;
+        self.session_objects -= usize::from(!obj.is_token());
         self.by_uid.remove(&obj.uid);
         self.unindex(h, &obj.attrs);
         Some(obj)
@@ -270,11 +282,13 @@ impl ObjectTable {
         let all = std::mem::take(&mut self.by_handle);
         self.by_uid = HashMap::default();
         self.by_value = Default::default();
+        self.session_objects = 0;
         let mut removed = Vec::with_capacity(doomed.len());
         for (h, o) in all {
             if doomed.contains(&h) {
                 removed.push(o);
             } else {
+                self.session_objects += usize::from(!o.is_token());
                 self.by_uid.insert(o.uid, h);
                 self.index(h, &o.attrs);
                 self.by_handle.insert(h, o);
@@ -403,6 +417,37 @@ mod tests {
         let h2 = t.insert(obj(CKO_DATA, "q", b"", true));
         assert!(t.get(h2).unwrap().is_private());
         assert_eq!(t.remove_where(|o| o.is_private()).len(), 1);
+    }
+
+    /// The count of session objects that lets `C_CloseSession` skip the scan stays
+    /// right through inserts, replacements, removals and both removal paths.
+    #[test]
+    fn session_objects_are_counted() {
+        let mut t = ObjectTable::default();
+        assert!(!t.has_session_objects());
+        let tok = t.insert(obj(CKO_DATA, "t", b"", false));
+        assert!(!t.has_session_objects());
+        let mut s = obj(CKO_DATA, "s", b"", false);
+        s.session = Some(7);
+        let uid = s.uid;
+        let h = t.insert(s.clone());
+        assert!(t.has_session_objects());
+        assert_eq!(t.insert(s), h, "same uid: a replacement");
+        let a = t.get(h).unwrap().attrs.clone();
+        t.set_attrs(h, a);
+        t.remove(h);
+        assert!(!t.has_session_objects(), "replacements counted twice");
+        // Removal of a few (one by one) and of most (rebuild).
+        for n in 0..3u8 {
+            let mut s = obj(CKO_DATA, "s", &[n], false);
+            s.session = Some(7);
+            t.insert(s);
+        }
+        assert_eq!(t.remove_where(|o| o.attrs.get(CKA_ID) == Some(&[0][..])).len(), 1);
+        assert!(t.has_session_objects());
+        assert_eq!(t.remove_where(|o| !o.is_token()).len(), 2);
+        assert!(!t.has_session_objects());
+        assert!(t.get(tok).is_some() && t.handle_of(&uid).is_none());
     }
 
     #[test]
