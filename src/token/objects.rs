@@ -443,7 +443,11 @@ mod tests {
             s.session = Some(7);
             t.insert(s);
         }
-        assert_eq!(t.remove_where(|o| o.attrs.get(CKA_ID) == Some(&[0][..])).len(), 1);
+        assert_eq!(
+            t.remove_where(|o| o.attrs.get(CKA_ID) == Some(&[0][..]))
+                .len(),
+            1
+        );
         assert!(t.has_session_objects());
         assert_eq!(t.remove_where(|o| !o.is_token()).len(), 2);
         assert!(!t.has_session_objects());
