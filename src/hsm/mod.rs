@@ -37,13 +37,11 @@ impl KeySpec {
     pub fn generate(&self) -> Result<(KeyMaterial, Option<KeyMaterial>)> {
         Ok(match self {
             KeySpec::Aes(n) | KeySpec::GenericSecret(n) => (crypto::generate_secret(*n), None),
-            KeySpec::Ec(c) => match crypto::generate_ec_pair(*c) {
-                (k, Some(public)) => (k, Some(public)),
-                (k, None) => {
-                    let public = k.public_material();
-                    (k, public)
-                }
-            },
+            KeySpec::Ec(c) => {
+                let (k, public) = crypto::generate_ec_pair(*c);
+                let public = public.or_else(|| k.public_material());
+                (k, public)
+            }
             KeySpec::Rsa {
                 bits,
                 public_exponent,

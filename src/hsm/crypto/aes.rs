@@ -512,14 +512,24 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-macro_rules! gcm12_open_tags {
-    ($aes:ty, $key:expr, $nonce:expr, $aad:expr, $data:expr, $tag:expr) => {
-        match $tag.len() {
-            12 => gcm12_open::<$aes, U12>($key, $nonce, $aad, $data, $tag),
-            13 => gcm12_open::<$aes, U13>($key, $nonce, $aad, $data, $tag),
-            14 => gcm12_open::<$aes, U14>($key, $nonce, $aad, $data, $tag),
-            15 => gcm12_open::<$aes, U15>($key, $nonce, $aad, $data, $tag),
-            16 => gcm12_open::<$aes, U16>($key, $nonce, $aad, $data, $tag),
+/// `$f::<AesN, Tn>(args)` for the key's size and the tag's length (the `aes-gcm` crate
+/// fixes both in the type).
+macro_rules! gcm12_dispatch {
+    ($f:ident, $key_len:expr, $tag_len:expr, ($($arg:expr),*)) => {
+        match $key_len {
+            16 => gcm12_dispatch!(@tag $f, Aes128, $tag_len, ($($arg),*)),
+            24 => gcm12_dispatch!(@tag $f, Aes192, $tag_len, ($($arg),*)),
+            32 => gcm12_dispatch!(@tag $f, Aes256, $tag_len, ($($arg),*)),
+            _ => Err(Error::new(CKR_KEY_SIZE_RANGE, "AES key size")),
+        }
+    };
+    (@tag $f:ident, $aes:ty, $tag_len:expr, ($($arg:expr),*)) => {
+        match $tag_len {
+            12 => $f::<$aes, U12>($($arg),*),
+            13 => $f::<$aes, U13>($($arg),*),
+            14 => $f::<$aes, U14>($($arg),*),
+            15 => $f::<$aes, U15>($($arg),*),
+            16 => $f::<$aes, U16>($($arg),*),
             _ => Err(Error::mech_param("GCM tag length")),
         }
     };
@@ -533,25 +543,12 @@ fn gcm12_open_dispatch(
     data: &mut [u8],
     tag: &[u8],
 ) -> Result<()> {
-    match key.len() {
-        16 => gcm12_open_tags!(Aes128, key, nonce, aad, data, tag),
-        24 => gcm12_open_tags!(Aes192, key, nonce, aad, data, tag),
-        32 => gcm12_open_tags!(Aes256, key, nonce, aad, data, tag),
-        _ => Err(Error::new(CKR_KEY_SIZE_RANGE, "AES key size")),
-    }
-}
-
-macro_rules! gcm12_seal_tags {
-    ($aes:ty, $key:expr, $nonce:expr, $aad:expr, $data:expr, $tag_len:expr, $tag:expr) => {
-        match $tag_len {
-            12 => gcm12_seal::<$aes, U12>($key, $nonce, $aad, $data, $tag),
-            13 => gcm12_seal::<$aes, U13>($key, $nonce, $aad, $data, $tag),
-            14 => gcm12_seal::<$aes, U14>($key, $nonce, $aad, $data, $tag),
-            15 => gcm12_seal::<$aes, U15>($key, $nonce, $aad, $data, $tag),
-            16 => gcm12_seal::<$aes, U16>($key, $nonce, $aad, $data, $tag),
-            _ => Err(Error::mech_param("GCM tag length")),
-        }
-    };
+    gcm12_dispatch!(
+        gcm12_open,
+        key.len(),
+        tag.len(),
+        (key, nonce, aad, data, tag)
+    )
 }
 
 /// Seal `data` in place with a 96-bit nonce; the tag goes to the front of `tag`.
@@ -563,12 +560,7 @@ fn gcm12_seal_dispatch(
     tag_len: usize,
     tag: &mut [u8; 16],
 ) -> Result<()> {
-    match key.len() {
-        16 => gcm12_seal_tags!(Aes128, key, nonce, aad, data, tag_len, tag),
-        24 => gcm12_seal_tags!(Aes192, key, nonce, aad, data, tag_len, tag),
-        32 => gcm12_seal_tags!(Aes256, key, nonce, aad, data, tag_len, tag),
-        _ => Err(Error::new(CKR_KEY_SIZE_RANGE, "AES key size")),
-    }
+    gcm12_dispatch!(gcm12_seal, key.len(), tag_len, (key, nonce, aad, data, tag))
 }
 
 fn gcm12_seal<A, T>(
